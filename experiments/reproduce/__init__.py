@@ -1,0 +1,57 @@
+"""Numeric reproductions of the papers' tables (``blockaudit reproduce NAME``).
+
+Each reproduction is a module that defines ``REPRODUCTION = Reproduction(...)``:
+
+- ``add_arguments(parser)`` adds its command-line options;
+- ``config_from_args(args)`` turns them into its typed config dataclass;
+- ``quick_config()`` is the reduced config that ``blockaudit audit --profile quick`` runs;
+- ``run(config, out_dir, progress)`` computes the table, writes CSV + markdown under ``out_dir``
+  and returns a ``ReproductionResult`` with one computed ``Verdict`` per claim id it settles.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from experiments.claims import Verdict
+
+# name -> module; modules are imported only when asked for, so `blockaudit --help` stays fast.
+_MODULES = {
+    "nd-table2": "experiments.reproduce.nd_table2",
+    "oai-table2": "experiments.reproduce.oai_table2",
+}
+
+
+@dataclass
+class ReproductionResult:
+    name: str
+    table: pd.DataFrame
+    verdicts: list[Verdict]
+    notes: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    name: str
+    claim_ids: tuple[str, ...]
+    summary: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    config_from_args: Callable[[argparse.Namespace], Any]
+    quick_config: Callable[[], Any]
+    run: Callable[..., ReproductionResult]
+
+
+def list_reproductions() -> list[str]:
+    return list(_MODULES)
+
+
+def get_reproduction(name: str) -> Reproduction:
+    if name not in _MODULES:
+        raise KeyError(f"unknown reproduction {name!r}; valid names: {', '.join(_MODULES)}")
+    return importlib.import_module(_MODULES[name]).REPRODUCTION

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 
-def _add_reproduce(sub) -> None:
+def add_reproduce(sub) -> None:
     from experiments.reproduce import get_reproduction, list_reproductions
 
     p = sub.add_parser("reproduce", help="re-run a numeric table of a paper and print ours beside theirs")
@@ -47,12 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audit the claims made for optimization-inspired neural-network blocks.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in _SUBCOMMANDS:
+    for add in _subcommand_adders():
         add(sub)
     return parser
 
 
-_SUBCOMMANDS = [_add_reproduce]
+# Modules that define ``add_subcommand(subparsers)``; each sets ``func`` on its parser.
+_SUBCOMMAND_MODULES: list[str] = []
+
+
+def _subcommand_adders():
+    import importlib
+
+    yield add_reproduce
+    for mod in _SUBCOMMAND_MODULES:
+        yield importlib.import_module(mod).add_subcommand
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,65 @@ def _cmd_reproduce(args) -> int:
     return 0
 
 
+def add_audit(sub) -> None:
+    from experiments.audit import PROFILES
+
+    p = sub.add_parser("audit", help="check every claim and write reports/AUDIT.md (+ audit.json, audit.csv)",
+                       description="Run the checks of every claim in ../shared/CLAIMS.md (theory checks, numeric "
+                                   "reproductions, training comparisons) and print a verdict for each.")
+    p.add_argument("--profile", choices=PROFILES, default="quick",
+                   help="quick: CPU, minutes, reduced reproductions (default); full: paper-scale settings")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: %(default)s)")
+    p.add_argument("--claims", default="", help="comma-separated claim ids to check (default: all)")
+    p.add_argument("--hypothesis-profile", default="ci", choices=("ci", "dev", "thorough"),
+                   help="hypothesis settings for the theory checks (default: %(default)s)")
+    p.add_argument("--no-reproductions", action="store_true", help="skip the numeric reproductions")
+    p.add_argument("--no-progress", action="store_true", help="hide progress output of the checks")
+    p.set_defaults(func=_cmd_audit)
+
+
+def _cmd_audit(args) -> int:
+    from experiments.audit import run_audit
+    from experiments.claims import VERDICTS
+    from experiments.reporting import markdown_table
+
+    ids = [c.strip() for c in args.claims.split(",") if c.strip()]
+    result = run_audit(args.profile, args.out, ids or None, args.hypothesis_profile,
+                       progress=not args.no_progress, reproductions=not args.no_reproductions)
+    frame = result.to_frame()[["claim", "kind", "verdict", "evidence"]]
+    frame["evidence"] = [e if len(e) <= 110 else e[:107] + "..." for e in frame.evidence]
+    print()
+    print(markdown_table(frame))
+    counts = result.counts()
+    print("\n" + ", ".join(f"{counts[s]} {s}" for s in VERDICTS) + f"  ({result.meta['seconds']} s)")
+    print(f"wrote {args.out / 'AUDIT.md'}, {args.out / 'audit.json'}, {args.out / 'audit.csv'}")
+    if result.meta["theory_collection_errors"]:
+        print("error: theory_checks had collection errors (see AUDIT.md)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_claims(sub) -> None:
+    p = sub.add_parser("claims", help="list the claims registry (id, kind, how it is settled)")
+    p.add_argument("--paper", default=None, help="only this paper (NRL, ND, OAI, RN, IM)")
+    p.set_defaults(func=_cmd_claims)
+
+
+def _cmd_claims(args) -> int:
+    import pandas as pd
+
+    from analysis.validation import check_choice
+    from experiments.claims import CLAIMS, PAPERS
+    from experiments.reporting import markdown_table
+
+    if args.paper is not None:
+        check_choice("--paper", args.paper, PAPERS)
+    rows = [{"claim": c.id, "kind": c.kind, "settled by": c.settled_by, "where": c.where}
+            for c in CLAIMS if args.paper in (None, c.paper)]
+    print(markdown_table(pd.DataFrame(rows)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blockaudit",
@@ -59,7 +118,9 @@ _SUBCOMMAND_MODULES: list[str] = []
 def _subcommand_adders():
     import importlib
 
+    yield add_audit
     yield add_reproduce
+    yield add_claims
     for mod in _SUBCOMMAND_MODULES:
         yield importlib.import_module(mod).add_subcommand
 

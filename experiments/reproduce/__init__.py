@@ -4,7 +4,8 @@ Each reproduction is a module that defines ``REPRODUCTION = Reproduction(...)``:
 
 - ``add_arguments(parser)`` adds its command-line options;
 - ``config_from_args(args)`` turns them into its typed config dataclass;
-- ``quick_config()`` is the reduced config that ``blockaudit audit --profile quick`` runs;
+- ``quick_config()`` is the reduced config that ``blockaudit audit --profile quick`` runs, and
+  ``full_config()`` the paper-scale one that ``--profile full`` runs;
 - ``run(config, out_dir, progress)`` computes the table, writes CSV + markdown under ``out_dir``
   and returns a ``ReproductionResult`` with one computed ``Verdict`` per claim id it settles.
 """
@@ -45,6 +46,7 @@ class Reproduction:
     config_from_args: Callable[[argparse.Namespace], Any]
     quick_config: Callable[[], Any]
     run: Callable[..., ReproductionResult]
+    full_config: Callable[[], Any] | None = None
 
 
 def list_reproductions() -> list[str]:

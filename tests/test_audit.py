@@ -1,0 +1,106 @@
+import json
+import textwrap
+
+import pytest
+
+from experiments.audit import CheckOutcome, render_markdown, run_audit, run_theory_checks, theory_verdict
+from experiments.claims import get_claim
+
+CLAIM = get_claim("ND-P1")
+
+
+def _o(outcome, role="conclusion", msg="", claim="ND-P1"):
+    return CheckOutcome(nodeid=f"t.py::test_{outcome}_{role}", claim_ids=(claim,), role=role,
+                       summary=f"{role} {outcome}", outcome=outcome, message=msg)
+
+
+@pytest.mark.parametrize("outcomes, expected", [
+    ([_o("passed")], "holds"),
+    ([_o("passed"), _o("passed", "assumption")], "holds"),
+    ([_o("passed"), _o("failed", msg="assert 0.3 < 1e-9")], "fails"),
+    ([_o("passed"), _o("passed", "refutes")], "fails"),
+    ([_o("passed"), _o("failed", "assumption")], "inconclusive"),
+    ([_o("passed"), _o("error")], "inconclusive"),
+    ([_o("skipped", msg="needs a GPU")], "not run"),
+    ([_o("passed", claim="ND-hess")], "not run"),
+    ([_o("passed", "assumption")], "not run"),
+])
+def test_theory_verdict_folds_outcomes(outcomes, expected):
+    assert theory_verdict(CLAIM, outcomes).status == expected
+
+
+def test_failing_verdict_carries_the_failure_message():
+    v = theory_verdict(CLAIM, [_o("failed", msg="assert 0.3 < 1e-9")])
+    assert "assert 0.3 < 1e-9" in v.evidence and "t.py::test_failed_conclusion" in v.check
+
+
+def test_collection_error_makes_the_claim_inconclusive_not_silently_not_run():
+    v = theory_verdict(CLAIM, [], ["theory_checks/test_nd.py: ImportError: no module x"])
+    assert v.status == "inconclusive" and "ImportError" in v.evidence
+
+
+FAKE_SUITE = '''
+import pytest
+
+@pytest.mark.claim("ND-P1")
+def test_nd_p1_holds(record_property):
+    """The formula matches autograd."""
+    record_property("evidence", "max error 1e-15")
+    assert 1 + 1 == 2
+
+@pytest.mark.claim("ND-hess")
+def test_nd_hess_broken():
+    """The Hessian matches finite differences."""
+    assert 0.5 < 1e-9, "Hessian mismatch 0.5"
+
+@pytest.mark.claim("ND-neumann", role="assumption")
+def test_nd_neumann_assumption():
+    """Without ||A|| < 1 the series diverges."""
+
+@pytest.mark.claim("ND-neumann")
+def test_nd_neumann_conclusion():
+    """The series converges."""
+'''
+
+
+def test_run_theory_checks_records_markers_outcomes_and_evidence(tmp_path):
+    suite = tmp_path / "fake_checks"
+    suite.mkdir()
+    (suite / "test_fake_audit_suite.py").write_text(textwrap.dedent(FAKE_SUITE))
+    run = run_theory_checks(path=suite, quiet=True)
+    by_name = {o.nodeid.split("::")[-1]: o for o in run.outcomes}
+    assert by_name["test_nd_p1_holds"].outcome == "passed"
+    assert by_name["test_nd_p1_holds"].evidence == "max error 1e-15"
+    assert by_name["test_nd_hess_broken"].outcome == "failed"
+    assert "Hessian mismatch 0.5" in by_name["test_nd_hess_broken"].message
+    assert by_name["test_nd_neumann_assumption"].role == "assumption"
+    assert theory_verdict(get_claim("ND-P1"), run.outcomes).status == "holds"
+    assert theory_verdict(get_claim("ND-hess"), run.outcomes).status == "fails"
+    v = theory_verdict(get_claim("ND-neumann"), run.outcomes)
+    assert v.status == "holds" and "assumption needed" in v.evidence
+
+
+def test_run_theory_checks_selects_by_claim_id(tmp_path):
+    suite = tmp_path / "fake_checks_sel"
+    suite.mkdir()
+    (suite / "test_fake_audit_select.py").write_text(textwrap.dedent(FAKE_SUITE))
+    run = run_theory_checks(path=suite, quiet=True, select=["ND-P1"])
+    ran = {o.nodeid.split("::")[-1] for o in run.outcomes if o.outcome != "not run"}
+    assert ran == {"test_nd_p1_holds"}
+
+
+def test_audit_rejects_unknown_profile_and_claims(tmp_path):
+    with pytest.raises(ValueError, match="profile must be one of quick, full; got 'fast'"):
+        run_audit("fast", tmp_path)
+    with pytest.raises(ValueError, match="unknown claim id.*XX-1"):
+        run_audit("quick", tmp_path, ["XX-1"])
+
+
+def test_audit_of_empirical_claims_says_why_nothing_ran(tmp_path):
+    result = run_audit("quick", tmp_path, ["NRL-params", "IM-cifar"], log=lambda *_: None)
+    assert [v.status for v in result.verdicts] == ["not run", "not run"]
+    assert "is implemented yet" in result.verdicts[0].evidence
+    payload = json.loads((tmp_path / "audit.json").read_text())
+    assert payload["counts"]["not run"] == 2
+    md = (tmp_path / "AUDIT.md").read_text()
+    assert "NRL-params" in md and "IM-cifar" in md and md == render_markdown(result)

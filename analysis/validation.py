@@ -73,9 +73,8 @@ def as_matrix(name: str, value, shape: tuple[int | None, int | None] | None = No
     if shape is not None:
         for axis, want in enumerate(shape):
             if want is not None and arr.shape[axis] != want:
-                raise ValueError(
-                    f"{name} must have shape {tuple('*' if s is None else s for s in shape)}; got {arr.shape}"
-                )
+                want_text = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+                raise ValueError(f"{name} must have shape {want_text}; got {arr.shape}")
     return arr
 
 

@@ -1,0 +1,428 @@
+"""Theory checks for Hardt & Ma, "Identity Matters in Deep Learning" (review, papers/004).
+
+Claims IM-T1, IM-small, IM-spurious, IM-T2 of CLAIMS.md. Independent computations: torch
+autograd in float64 for the risk's gradient, a moment-matched sample for the risk, explicit
+matrix products in the test for the end-to-end map, and a torch forward pass written here for the
+ReLU residual network of Theorem 2.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from analysis.identity import (
+    condition_gamma,
+    count_parameters,
+    fit_residual_relu_network,
+    global_minimum_risk,
+    gradient_descent,
+    gradient_domination_constant,
+    max_layer_norm,
+    population_risk,
+    population_risk_gradient,
+    small_norm_bound,
+    small_norm_global_minimum,
+    theorem2_parameter_budget,
+)
+from analysis.validation import AssumptionError
+from theory_checks import strategies as S
+
+EPS = np.finfo(np.float64).eps
+
+
+# --------------------------------------------------------------------------------------------
+# independent computations
+# --------------------------------------------------------------------------------------------
+def _torch_risk_and_grad(layers: np.ndarray, R: np.ndarray, Sigma: np.ndarray, noise: float):
+    """f(A) = tr((R - P) Sigma (R - P)^T) + d noise in torch, and its autograd gradient."""
+    A = torch.tensor(layers, dtype=torch.float64, requires_grad=True)
+    d = R.shape[0]
+    P = torch.eye(d, dtype=torch.float64)
+    for i in range(A.shape[0]):
+        P = (torch.eye(d, dtype=torch.float64) + A[i]) @ P
+    E = P - torch.tensor(R, dtype=torch.float64)
+    f = torch.trace(E @ torch.tensor(Sigma, dtype=torch.float64) @ E.T) + d * noise
+    f.backward()
+    return float(f.detach()), A.grad.numpy()
+
+
+def _chain(layers: np.ndarray) -> np.ndarray:
+    """(I + A_l) ... (I + A_1) by an explicit matrix chain, independent of the library's product."""
+    d = layers.shape[1]
+    return np.linalg.multi_dot([np.eye(d)] * 2 + [np.eye(d) + a for a in layers[::-1]])
+
+
+def _problem_scale(layers, R, Sigma) -> float:
+    """A bound on the entries' magnitudes in f and grad f: prod(1 + ||A_i||), ||R||, ||Sigma||."""
+    growth = float(np.prod(1.0 + np.linalg.norm(layers, 2, axis=(1, 2))))
+    return growth * float(np.linalg.norm(Sigma, 2)) * (growth + float(np.linalg.norm(R, 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# IM-T1
+# --------------------------------------------------------------------------------------------
+@pytest.mark.claim("IM-T1")
+def test_im_t1_risk_and_gradient_formulas(record_property):
+    """The closed-form risk matches a moment-matched sample and its gradient matches torch autograd.
+
+    IM-T1 setting: f(A) = E||Y - (I + A_l)...(I + A_1) X||^2, Y = R X + xi, X ~ N(0, Sigma);
+    review: f(A) = ||E(A) Sigma^{1/2}||^2 + C. Gradient grad_{A_i} f = 2 L_i^T E Sigma R_i^T.
+    """
+    evidence = []
+
+    @given(d=S.dims(1, 5), depth=st.integers(1, 5), data=st.data())
+    def check(d, depth, data):
+        layers = data.draw(S.residual_layer_stacks(d, depth, max_tau=1.5))
+        R = data.draw(S.gaussian_matrices(d, d))
+        Sigma = data.draw(S.spd_matrices(d, max_condition=10.0))
+        noise = data.draw(st.floats(0.0, 2.0))
+        gen = np.random.default_rng(data.draw(S.seeds()))
+
+        # Sample whose second moments are exactly Sigma, noise_variance * I and 0 (cross): the sample
+        # mean of ||Y - h(X)||^2 then equals the population risk up to round-off, with no formula shared.
+        n = 4 * d + 8
+        Q, _ = np.linalg.qr(gen.standard_normal((n, 2 * d)))
+        w, U = np.linalg.eigh(Sigma)
+        X = math.sqrt(n) * Q[:, :d] @ (U * np.sqrt(w)) @ U.T
+        xi = math.sqrt(n * noise) * Q[:, d:]
+        Y = X @ R.T + xi
+        H = X
+        for a in layers:
+            H = H + H @ a.T
+        sample_risk = float(np.mean(np.sum((Y - H) ** 2, axis=1)))
+
+        f = population_risk(layers, R, Sigma, noise)
+        f_torch, g_torch = _torch_risk_and_grad(layers, R, Sigma, noise)
+        g = population_risk_gradient(layers, R, Sigma)
+
+        scale = _problem_scale(layers, R, Sigma) + d * noise
+        # Products of <= depth + 3 d x d matrices: round-off <= (depth + 3) d eps per entry times the
+        # magnitudes bounded by `scale`; 100x covers the accumulation in the sums over n rows.
+        tol = 100.0 * (depth + 3) * d * EPS * scale
+        assert abs(f - sample_risk) <= tol, (f, sample_risk, tol)
+        assert abs(f - f_torch) <= tol, (f, f_torch, tol)
+        err = float(np.max(np.abs(g - g_torch)))
+        assert err <= tol, (err, tol)
+        evidence.append(err / tol)
+
+    check()
+    record_property("evidence", f"gradient vs autograd: max abs error <= {max(evidence):.1e} x its tolerance "
+                                f"over {len(evidence)} examples")
+
+
+@pytest.mark.claim("IM-T1")
+def test_im_t1_gradient_lower_bounds_optimality_gap(record_property):
+    """With max ||A_i|| <= tau < 1, ||grad f||^2 >= 4 l (1-tau)^{2(l-1)} sigma_min(Sigma) (f - f*), so grad f = 0 forces f = f*.
+
+    IM Theorem 1: "For every tau < 1, every critical point A of f with max_i ||A_i|| <= tau is a
+    global minimum." Its mechanism (review: "using that ||A_i|| are small, show that if
+    grad f(A) = 0 this can only be if E(A) = 0"; the paper's eq. (2.3)). The gradient is taken
+    from torch autograd, not from the library's formula; f* = d * noise_variance.
+    """
+    evidence = []
+
+    @given(d=S.dims(1, 5), depth=st.integers(1, 6), data=st.data())
+    def check(d, depth, data):
+        layers = data.draw(S.residual_layer_stacks(d, depth, max_tau=0.95))
+        R = data.draw(S.gaussian_matrices(d, d))
+        Sigma = data.draw(S.spd_matrices(d, max_condition=10.0))
+        noise = 1.0
+        f, g = _torch_risk_and_grad(layers, R, Sigma, noise)
+        gap = f - global_minimum_risk(R, noise)
+        c = gradient_domination_constant(layers, Sigma)
+        grad_sq = float(np.sum(g * g))
+        # Both sides are computed to relative accuracy ~ (depth + 3) d eps * scale; 100x that margin.
+        slack = 100.0 * (depth + 3) * d * EPS * _problem_scale(layers, R, Sigma) ** 2
+        assert grad_sq + slack >= c * gap, (grad_sq, c, gap)
+        ratio = grad_sq / (c * gap)
+        evidence.append(ratio)
+
+    check()
+    record_property("evidence", f"min ||grad f||^2 / (c (f - f*)) = {min(evidence):.3g} (>= 1 required) "
+                                f"over {len(evidence)} examples")
+
+
+@pytest.mark.claim("IM-T1")
+def test_im_t1_gradient_descent_from_small_norms_reaches_global_minimum(record_property):
+    """Gradient descent from max ||A_i|| <= 0.1 reaches f* (gap below 1e-12 of its start) without leaving the tau < 1 region.
+
+    IM Theorem 1 and footnote 5 ("a lower bound on the gradient which does guarantee
+    convergence under the assumption that iterates don't jump out of the domain of interest").
+    R = expm(M) with ||M|| <= 0.5 has a global minimum of small norm (IM-small), so the domain of
+    interest contains one.
+    """
+    evidence = []
+
+    @given(d=S.dims(2, 5), depth=st.integers(2, 5), data=st.data())
+    def check(d, depth, data):
+        import scipy.linalg
+
+        layers = data.draw(S.residual_layer_stacks(d, depth, max_tau=0.1))
+        M = data.draw(S.norm_bounded_matrices(d, d, bound=0.5, min_fraction=0.2, max_fraction=1.0))
+        R = scipy.linalg.expm(M)
+        Sigma = data.draw(S.spd_matrices(d, max_condition=4.0))
+        # Step 1 / smoothness with the layer norms bounded by 0.3 along the path (checked below):
+        # each block Hessian is <= 2 ||Sigma|| (1.3)^{2(l-1)}, summed over l blocks.
+        step = 1.0 / (depth * np.linalg.eigvalsh(Sigma)[-1] * 1.3 ** (2 * (depth - 1)))
+        final, gaps = gradient_descent(layers, R, Sigma, step, 300)
+        assert max_layer_norm(final) < 0.3
+        # Empirically ~1e-19 after 300 steps (linear rate, PL inequality); 1e-12 leaves 7 orders of
+        # margin and is still far below any non-global critical value (these have gap >= O(1)).
+        assert gaps[-1] <= 1e-12 * gaps[0], (gaps[0], gaps[-1])
+        f_end, g_end = _torch_risk_and_grad(final, R, Sigma, 0.0)
+        assert f_end <= 1e-12 * gaps[0] + 1e-15
+        evidence.append(gaps[-1] / gaps[0])
+
+    check()
+    record_property("evidence", f"after 300 steps final/initial gap <= {max(evidence):.1e} over {len(evidence)} examples")
+
+
+# --------------------------------------------------------------------------------------------
+# IM-spurious (and the norm assumption of IM-T1)
+# --------------------------------------------------------------------------------------------
+def _all_minus_identity_point(d: int, depth: int, R: np.ndarray, Sigma: np.ndarray):
+    layers = np.stack([-np.eye(d)] * depth)
+    f, g = _torch_risk_and_grad(layers, R, Sigma, 1.0)
+    return layers, f, g
+
+
+@pytest.mark.claim("IM-spurious")
+def test_im_spurious_all_minus_identity_is_a_non_global_critical_point(record_property):
+    """With l >= 3 and every A_i = -I the product is 0 and the autograd gradient is exactly 0, yet f - f* = ||R Sigma^{1/2}||^2 > 0.
+
+    IM-spurious: "without the norm bound, spurious critical points exist (e.g. with l >= 3, every
+    A_i = -I makes the product zero and the gradient zero)". Note: l = 2 already gives a zero
+    gradient (each partial derivative keeps one zero factor); l >= 3 also makes the Hessian zero
+    (every second derivative keeps a zero factor), so the point is not even a strict saddle.
+    """
+    evidence = []
+
+    @given(d=S.dims(1, 5), depth=st.integers(3, 8), data=st.data())
+    def check(d, depth, data):
+        R = data.draw(S.gaussian_matrices(d, d))
+        Sigma = data.draw(S.spd_matrices(d, max_condition=10.0))
+        layers, f, g = _all_minus_identity_point(d, depth, R, Sigma)
+        assert np.array_equal(_chain(layers), np.zeros((d, d)))
+        assert np.array_equal(g, np.zeros_like(g))  # exact: every term is a product with a 0 matrix
+        gap = f - global_minimum_risk(R, 1.0)
+        expected = float(np.trace(R @ Sigma @ R.T))
+        # A Gaussian R is invertible a.s. and Sigma is SPD, so the gap is > 0; relative round-off ~ d eps.
+        assert gap > 0 and abs(gap - expected) <= 10 * d * EPS * (expected + d)
+        # The library gradient agrees (it is exact zero by the same mechanism).
+        assert np.array_equal(population_risk_gradient(layers, R, Sigma), np.zeros_like(g))
+        evidence.append(gap / expected)
+
+    check()
+    record_property("evidence", f"gradient exactly 0 and f - f* = ||R Sigma^1/2||_F^2 > 0 in all {len(evidence)} examples")
+
+
+@pytest.mark.claim("IM-T1", role="assumption")
+def test_im_t1_norm_bound_is_needed_at_tau_one(record_property):
+    """Dropping tau < 1 (here max ||A_i|| = 1 exactly, A_i = -I) yields a critical point that is not a global minimum.
+
+    IM Theorem 1 requires max_i ||A_i|| <= tau < 1; at tau = 1 the factors I + A_i may be singular
+    and the gradient lower bound of the proof degenerates (constant 4 l (1 - tau)^{2(l-1)} = 0).
+    """
+    evidence = []
+
+    @given(d=S.dims(1, 5), depth=st.integers(3, 8), data=st.data())
+    def check(d, depth, data):
+        R = data.draw(S.gaussian_matrices(d, d))
+        Sigma = data.draw(S.spd_matrices(d, max_condition=10.0))
+        layers, f, g = _all_minus_identity_point(d, depth, R, Sigma)
+        assert max_layer_norm(layers) == 1.0
+        assert not np.any(g)
+        gap = f - global_minimum_risk(R, 1.0)
+        # A Gaussian R is invertible a.s., so gap = tr(R Sigma R^T) >= sigma_min(Sigma) ||R||_F^2 / cond;
+        # 1e-8 ||R||_F^2 is far below that for condition <= 10 and far above round-off (d eps).
+        assert gap > 1e-8 * np.linalg.norm(R) ** 2
+        with pytest.raises(AssumptionError, match="tau < 1"):
+            gradient_domination_constant(layers, Sigma)
+        evidence.append(gap)
+
+    check()
+    record_property("evidence", f"A_i = -I (tau = 1): gradient 0 yet f - f* >= {min(evidence):.3g} ({len(evidence)} examples)")
+
+
+# --------------------------------------------------------------------------------------------
+# IM-small
+# --------------------------------------------------------------------------------------------
+@pytest.mark.claim("IM-small")
+def test_im_small_construction_is_global_minimum_within_bound(record_property):
+    """For det R > 0 and l >= 3 gamma our polar construction gives prod(I + A_i*) = R with max ||A_i*|| <= (4 pi + 3 gamma)/l.
+
+    IM footnote 4: "there exists a global minimum A* of the population risk fulfilling
+    max_i ||A_i*|| <= (4 pi + 3 gamma)/l whenever l >= 3 gamma", gamma = max |log sigma(R)|.
+    Hardt & Ma assume det R > 0 (the review omits it; see the next test). A* is a global minimum
+    because prod(I + A_i*) = R makes f(A*) = f* (checked on the risk as well).
+    """
+    evidence = []
+
+    @given(d=S.dims(1, 6), extra=st.integers(0, 30), data=st.data())
+    def check(d, extra, data):
+        R = data.draw(S.positive_determinant_matrices(d, max_gamma=3.0))
+        gamma = condition_gamma(R)
+        depth = max(1, math.ceil(3 * gamma)) + extra
+        layers = small_norm_global_minimum(R, depth)
+        assert layers.shape == (depth, d, d)
+        prod = _chain(layers)
+        # The factors are rotations (norm 1) and roots of P (norm e^{gamma/k}), so every partial
+        # product has norm <= e^gamma and the chain's round-off is <= l d eps e^gamma; 100x margin.
+        tol = 100.0 * depth * d * EPS * math.exp(gamma)
+        assert np.max(np.abs(prod - R)) <= tol, (np.max(np.abs(prod - R)), tol)
+        norms = np.linalg.norm(layers, 2, axis=(1, 2))
+        bound = (4 * math.pi + 3 * gamma) / depth
+        assert norms.max() <= bound * (1 + 1e-12), (norms.max(), bound)
+        Sigma = np.eye(d)
+        # f - f* = ||prod - R||_F^2 <= d^2 tol^2.
+        assert population_risk(layers, R, Sigma, 1.0) - global_minimum_risk(R, 1.0) <= d * d * tol**2 + 1e-20
+        evidence.append(float(norms.max() / bound))
+
+    check()
+    record_property("evidence", f"prod = R and max ||A_i*|| / ((4 pi + 3 gamma)/l) <= {max(evidence):.3f} "
+                                f"over {len(evidence)} examples")
+
+
+@pytest.mark.claim("IM-small", role="assumption")
+def test_im_small_needs_positive_determinant(record_property):
+    """For det R < 0 no layers with max ||A_i|| <= (4 pi + 3 gamma)/l < 1 reach R: det(I + A_i) > 0 forces f - f* >= sigma_min(Sigma) sigma_min(R)^2.
+
+    The assumption det R > 0 of Hardt & Ma Thm 2.1, which the review's footnote 4 (and so IM-small
+    as catalogued) leaves out. R = a reflection (det -1, gamma = 0): the bound 4 pi / l < 1 for
+    l >= 13. Every I + A_i with ||A_i|| < 1 has positive determinant, so the product P has
+    det P > 0 and the segment from P to R crosses a singular matrix: ||P - R|| >= sigma_min(R) = 1,
+    hence f - f* >= sigma_min(Sigma). Sampled layers at the bound confirm it, and the construction
+    refuses such R.
+    """
+    evidence = []
+
+    @given(d=S.dims(1, 5), depth=st.integers(14, 40), data=st.data())
+    def check(d, depth, data):
+        gen = np.random.default_rng(data.draw(S.seeds()))
+        v = gen.standard_normal(d)
+        R = np.eye(d) - 2.0 * np.outer(v, v) / (v @ v)
+        bound = small_norm_bound(R, depth)
+        assert bound < 1.0
+        layers = data.draw(S.residual_layer_stacks(d, depth, max_tau=bound))
+        Sigma = data.draw(S.spd_matrices(d, max_condition=10.0))
+        assert np.linalg.det(_chain(layers)) > 0
+        gap = population_risk(layers, R, Sigma, 1.0) - global_minimum_risk(R, 1.0)
+        floor = float(np.linalg.eigvalsh(Sigma)[0])
+        assert gap >= floor * (1 - 1e-9), (gap, floor)
+        with pytest.raises(AssumptionError, match="det R > 0"):
+            small_norm_global_minimum(R, depth)
+        evidence.append(gap / floor)
+
+    check()
+    record_property("evidence", f"det R = -1: f - f* >= {min(evidence):.3g} sigma_min(Sigma) > 0 for layers within "
+                                f"the bound ({len(evidence)} examples)")
+
+
+# --------------------------------------------------------------------------------------------
+# IM-T2
+# --------------------------------------------------------------------------------------------
+def _torch_forward(net, x: np.ndarray) -> np.ndarray:
+    """The network of Theorem 2 evaluated with torch (an independent forward pass)."""
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    h = t(x) @ t(net.projection).T
+    for j in range(net.depth):
+        h = h + torch.relu(h @ t(net.U[j]).T + t(net.b[j])) @ t(net.V[j]).T
+    return (torch.relu(h @ t(net.U_out).T + t(net.b_out)) @ t(net.V_out).T).numpy()
+
+
+@st.composite
+def _separated_unit_points(draw, n: int, d: int):
+    """n distinct directions of integer vectors in [-4, 4]^d, normalised.
+
+    Integer directions keep rho bounded below (about 1 / (16 d) for distinct ones), so the fit's
+    round-off tolerance, which grows like 1 / rho^2, stays meaningful without filtering.
+    """
+    gen = S.rng(draw(S.seeds()))
+    cand = gen.integers(-4, 5, size=(8 * n, d)).astype(np.float64)
+    cand = cand[np.any(cand != 0, axis=1)]
+    cand /= np.linalg.norm(cand, axis=1, keepdims=True)
+    _, first = np.unique(np.round(cand, 12), axis=0, return_index=True)
+    return cand[np.sort(first)[:n]]
+
+
+@pytest.mark.claim("IM-T2")
+def test_im_t2_residual_relu_network_fits_separated_points(record_property):
+    """Our Theorem-2 construction outputs the exact one-hot label of every one of n unit-norm points, with ceil(n/k) layers and <= 16 (n log2 n + r^2) parameters.
+
+    IM Theorem 2: "There exists a residual network with O(n log n + r^2) parameters that
+    perfectly fits the training data" (points separated by rho > 0; layers h_j(x) = x +
+    V_j relu(U_j x + b_j), eq. (1); k = O(log n), l = ceil(n/k)). Width k = ceil(log2 n) + 1; the
+    constant 16 is derived in ``theorem2_parameter_budget``. The fit is checked with a torch
+    forward pass written here.
+    """
+    evidence = []
+
+    @given(n=st.integers(4, 48), r=st.integers(2, 8), data=st.data())
+    def check(n, r, data):
+        width = math.ceil(math.log2(n)) + 1
+        d = data.draw(st.integers(3, width))
+        x = data.draw(_separated_unit_points(n, d))
+        assert x.shape == (n, d)
+        labels = S.rng(data.draw(S.seeds())).integers(0, r, size=n)
+        net = fit_residual_relu_network(x, labels, width=width, num_classes=r, seed=0)
+        out = _torch_forward(net, x)
+        rho = _min_dist(x)
+        # Each layer divides by a margin >= rho^2 / 4 (unit vectors: ||p||^2 - <p, q> = ||p - q||^2 / 2),
+        # so round-off grows like (depth + 1) k eps / rho^2 per output; 100x margin.
+        tol = 100.0 * (net.depth + 1) * width * EPS * 4.0 / rho**2
+        err = float(np.max(np.abs(out - np.eye(r)[labels])))
+        assert err <= tol, (err, tol)
+        assert np.array_equal(out.argmax(axis=1), labels)
+        assert net.depth == math.ceil(n / width)
+        params = count_parameters(net)["trainable"]
+        assert params == net.depth * (2 * width**2 + width) + r * width + r + r * r
+        assert params <= theorem2_parameter_budget(n, r), (params, theorem2_parameter_budget(n, r))
+        evidence.append((err, params / (n * math.log2(n) + r * r)))
+
+    check()
+    record_property("evidence", f"one-hot fit max err {max(e[0] for e in evidence):.1e}; params / (n log2 n + r^2) "
+                                f"<= {max(e[1] for e in evidence):.2f} over {len(evidence)} examples")
+
+
+def _min_dist(x: np.ndarray) -> float:
+    dist = np.linalg.norm(x[:, None] - x[None], axis=2) + np.diag(np.full(len(x), np.inf))
+    return float(dist.min())
+
+
+@pytest.mark.claim("IM-T2")
+def test_im_t2_fits_after_random_projection(record_property):
+    """With inputs in R^30 and width k = 7 < d (random first-layer projection, review footnote 7) the construction still fits all 40 points exactly."""
+    gen = np.random.default_rng(2017)
+    n, d, r, width = 40, 30, 5, 7
+    x = gen.standard_normal((n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = gen.integers(0, r, n)
+    net = fit_residual_relu_network(x, labels, width=width, num_classes=r, seed=3)
+    out = _torch_forward(net, x)
+    err = float(np.max(np.abs(out - np.eye(r)[labels])))
+    # rho ~ 1 for random unit vectors in R^30; the same derivation as above gives ~1e-11.
+    assert err <= 1e-9
+    params = count_parameters(net)
+    assert params["trainable"] <= theorem2_parameter_budget(n, r)
+    record_property("evidence", f"d=30 -> k=7: exact fit (err {err:.1e}), {net.depth} layers, {params['trainable']} params")
+
+
+@pytest.mark.claim("IM-T2", role="assumption")
+def test_im_t2_separation_is_needed():
+    """With rho = 0 (one input carrying two labels) no network fits: any map gives both copies the same output, and the construction refuses."""
+    gen = np.random.default_rng(7)
+    x = gen.standard_normal((6, 3))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[5] = x[0]
+    labels = np.array([0, 1, 2, 0, 1, 1])
+    # Fit the five distinct points, then the copy of x_0 (label 1) gets x_0's output (label 0).
+    net = fit_residual_relu_network(x[:5], labels[:5], width=4, num_classes=3)
+    out = _torch_forward(net, x)
+    assert np.array_equal(out[5], out[0]) and out[5].argmax() != labels[5]
+    with pytest.raises(AssumptionError, match="coincide"):
+        fit_residual_relu_network(x, labels, width=4, num_classes=3)

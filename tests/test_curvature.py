@@ -1,0 +1,266 @@
+"""Curvature estimators against the dense float64 Hessian of a tiny BatchNorm network."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from analysis.curvature import (
+    HessianOperator,
+    SpectralDensity,
+    hessian_eigenvalues,
+    hutchinson_trace,
+    hutchpp_trace,
+    lanczos,
+    plot_spectral_density,
+    power_iteration_eigenvalues,
+    spectral_density,
+)
+from analysis.landscape import save_figure
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # See tests/test_landscape.py: 1 OpenMP thread on the oversubscribed 2-core machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(), nn.Conv2d(3, 2, 3),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3)).double()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        bn = net[1]
+        bn.running_mean.copy_(0.2 * torch.randn(3, generator=gen, dtype=torch.float64))
+        bn.running_var.copy_(0.5 + torch.rand(3, generator=gen, dtype=torch.float64))
+        bn.weight.copy_(0.5 + torch.rand(3, generator=gen, dtype=torch.float64))
+        bn.bias.copy_(0.2 * torch.randn(3, generator=gen, dtype=torch.float64))
+    return net.eval()
+
+
+def _batches():
+    gen = torch.Generator().manual_seed(1)
+    return [(torch.randn(n, 3, 5, 5, generator=gen, dtype=torch.float64), torch.randint(0, 3, (n,), generator=gen))
+            for n in (4, 3)]
+
+
+def _dense_hessian(model: nn.Module, batches, *, train_bn: bool = False) -> torch.Tensor:
+    """Independent ground truth: torch.autograd.functional.hessian of the mean loss over all samples,
+    through the model's own nn.BatchNorm2d (eval, or train mode on copies of the buffers)."""
+    names = [k for k, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    total = sum(x.shape[0] for x, _ in batches)
+    if train_bn:
+        model = model.train()
+
+    def loss(th):
+        params = {k: c.reshape(s) for k, c, s in zip(names, torch.split(th, sizes), shapes)}
+        out = 0
+        for x, y in batches:
+            buffers = {k: b.clone() for k, b in model.named_buffers()}
+            logits = functional_call(model, (params, buffers), (x,))
+            out = out + nn.functional.cross_entropy(logits, y, reduction="sum") / total
+        return out
+
+    h = torch.autograd.functional.hessian(loss, theta)
+    model.eval()
+    return (h + h.T) / 2
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model, batches = _net(), _batches()
+    op = HessianOperator(model, batches)
+    dense = _dense_hessian(model, batches)
+    return model, batches, op, dense, torch.linalg.eigvalsh(dense)
+
+
+def test_hvp_batched_matches_dense_hessian(setup):
+    _, _, op, dense, eig = setup
+    assert op.dim == dense.shape[0] == 155
+    v = torch.randn(5, op.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    # float64 second derivatives through ~10 ops: round-off ~1e-15 * ||H||; 1e-11 leaves room
+    scale = float(eig.abs().max())
+    assert float((op.matvec(v) - v @ dense).abs().max()) < 1e-11 * scale * np.sqrt(op.dim)
+    assert float((op.matvec(v[0]) - dense @ v[0]).abs().max()) < 1e-11 * scale * np.sqrt(op.dim)
+    assert float(eig.min()) < 0 < float(eig.max())  # an indefinite test case, as at init
+    for mode in ("forward_over_reverse", "double_backward"):
+        forced = HessianOperator(setup[0], setup[1], hvp=mode)
+        assert float((forced.matvec(v[:2]) - v[:2] @ dense).abs().max()) < 1e-11 * scale * np.sqrt(op.dim)
+        assert float((forced.matvec(v[2]) - dense @ v[2]).abs().max()) < 1e-11 * scale * np.sqrt(op.dim)
+
+
+def test_bn_batch_mode_matches_dense_hessian_with_batch_statistics():
+    model, batches = _net(), _batches()
+    op = HessianOperator(model, batches, bn="batch")
+    dense = _dense_hessian(model, batches, train_bn=True)
+    v = torch.randn(3, op.dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert float((op.matvec(v) - v @ dense).abs().max()) < 1e-10 * float(dense.abs().max())
+    eval_dense = _dense_hessian(model, batches)
+    assert float((dense - eval_dense).abs().max()) > 1e-3  # the two BN choices are different Hessians
+
+
+def test_submodule_restriction_is_the_principal_block(setup):
+    model, batches, _, dense, _ = setup
+    op = HessianOperator(model, batches, submodule="3")
+    sizes = [p.numel() for p in model.parameters()]
+    start = sum(sizes[:2 + 2])  # conv0 weight+bias, bn weight+bias come first
+    idx = slice(start, start + sizes[4] + sizes[5])
+    assert op.param_names == ("3.weight", "3.bias") and op.dim == idx.stop - idx.start
+    assert float((op.dense() - dense[idx, idx]).abs().max()) < 1e-11 * float(dense.abs().max())
+
+
+def test_top_k_eigenvalues_match_dense(setup):
+    _, _, op, dense, eig = setup
+    res = hessian_eigenvalues(op, 3, num_steps=40, return_vectors=True)
+    scale = float(eig.abs().max())
+    truth = eig.flip(0)[:3].numpy()
+    # 40 steps on a 155-dim operator converge the extreme eigenvalues to round-off here; the
+    # Lanczos bound must hold too (an eigenvalue within |beta_m s_mi|, up to rounding)
+    assert np.abs(res.values - truth).max() < 1e-9 * scale
+    assert np.all(np.abs(res.values - truth) <= res.error_bounds + 1e-12 * scale)
+    for value, vec in zip(res.values, res.vectors):
+        assert float((dense @ vec - value * vec).norm()) < 1e-7 * scale
+        assert abs(float(vec.norm()) - 1) < 1e-10
+    assert res.num_matvecs == 40
+
+
+def test_most_negative_eigenvalues_match_dense(setup):
+    _, _, op, _, eig = setup
+    res = hessian_eigenvalues(op, 2, which="smallest", num_steps=40)
+    assert np.abs(res.values - eig[:2].numpy()).max() < 1e-9 * float(eig.abs().max())
+    assert res.values[0] < 0
+
+
+def test_lanczos_basis_is_orthonormal_and_full_run_is_exact(setup):
+    model, batches, _, dense, _ = setup
+    op = HessianOperator(model, batches, submodule="3")  # 56 parameters: a full run stays cheap
+    eig = torch.linalg.eigvalsh(dense[90:146, 90:146])  # "3.weight", "3.bias" follow 90 entries
+    res = lanczos(op, op.dim + 10, num_starts=1, seed=3)  # capped at dim
+    q = res.basis[0]
+    # full reorthogonalisation: Q^T Q = I to ~dim * eps
+    assert float((q @ q.T - torch.eye(op.dim, dtype=q.dtype)).abs().max()) < 1e-12
+    theta, _ = res.ritz(0)
+    assert np.abs(np.sort(theta) - eig.numpy()).max() < 1e-10 * float(eig.abs().max())
+
+
+class _DiagonalOperator:
+    """A known operator: diag(values). Starting at e_0 makes Lanczos break down at once."""
+
+    def __init__(self, values):
+        self.values = torch.as_tensor(values, dtype=torch.float64)
+        self.dim, self.dtype, self.device, self.num_matvecs = len(values), torch.float64, torch.device("cpu"), 0
+
+    def matvec(self, v):
+        self.num_matvecs += 1 if v.dim() == 1 else v.shape[0]
+        return v * self.values
+
+
+def test_lanczos_breakdown_restarts_without_nan():
+    op = _DiagonalOperator([3.0, 1.0, -2.0, 0.5, 5.0])
+    start = torch.zeros(1, 5, dtype=torch.float64)
+    start[0, 0] = 1.0  # an eigenvector: beta_1 = 0, the invariant subspace is found immediately
+    res = lanczos(op, 5, start_vectors=start)
+    assert np.all(np.isfinite(res.alpha)) and res.beta[0, 0] == 0.0
+    q = res.basis[0]
+    assert float((q @ q.T - torch.eye(5, dtype=torch.float64)).abs().max()) < 1e-12
+    np.testing.assert_allclose(np.sort(res.ritz(0)[0]), np.sort(op.values.numpy()), atol=1e-12)
+
+
+def test_power_iteration_pyhessian_baseline(setup):
+    _, _, op, _, eig = setup
+    res = power_iteration_eigenvalues(op, 1, max_iter=200, tol=1e-10, seed=1)
+    top = float(eig[eig.abs().argmax()])
+    # |lambda_2 / lambda_1| ~ 0.53 here: the Rayleigh quotient error shrinks like 0.53^(2n), so once
+    # successive quotients differ by < 1e-10 relative the error is below ~1e-10 as well
+    assert abs(res.values[0] - top) < 1e-8 * abs(top)
+    assert res.num_matvecs < 200
+    assert res.method == "power_iteration"
+
+
+def test_hutchinson_trace_within_its_standard_deviation(setup):
+    _, _, op, dense, _ = setup
+    m = 300
+    res = hutchinson_trace(op, m, seed=0)
+    exact = float(torch.trace(dense))
+    # Rademacher variance: 2 (||H||_F^2 - sum H_ii^2) / m (Hutchinson 1990); 4 sigma with a fixed seed
+    sigma = np.sqrt(2 * (float(dense.square().sum()) - float(torch.diagonal(dense).square().sum())) / m)
+    assert abs(res.value - exact) < 4 * sigma
+    assert res.num_matvecs == m and 0 < res.std_error < 3 * sigma
+
+
+def test_hutchpp_exact_with_a_full_sketch_and_bounded_otherwise(setup):
+    _, _, op, dense, _ = setup
+    exact = float(torch.trace(dense))
+    full = hutchpp_trace(op, 3 * op.dim, seed=0)
+    # the sketch spans R^dim: the trace is computed exactly up to round-off
+    assert abs(full.value - exact) < 1e-10 * float(dense.abs().sum())
+    m = 60
+    part = hutchpp_trace(op, m, seed=1)
+    # the remainder is Hutchinson on P H P with m/3 probes, ||P H P||_F <= ||H||_F
+    sigma = np.sqrt(2 / (m - 2 * (m // 3))) * float(dense.norm())
+    assert abs(part.value - exact) < 4 * sigma
+
+
+def test_slq_quadrature_is_exact_for_low_degree_moments(setup):
+    _, _, op, dense, eig = setup
+    gen = torch.Generator().manual_seed(5)
+    starts = torch.randn(3, op.dim, generator=gen, dtype=torch.float64)
+    steps = 8
+    sd = spectral_density(op, num_steps=steps, start_vectors=starts)
+    assert sd.nodes.shape == (3, steps) and abs(sd.weights.sum() - 1) < 1e-12
+    # Gauss quadrature with m nodes integrates degree <= 2m-1 exactly: v^T H^p v / ||v||^2
+    for i, v in enumerate(starts):
+        v = v / v.norm()
+        hp = v.clone()
+        for p in range(6):
+            want = float(v @ hp)
+            got = float(np.sum(sd.weights[i] * 3 * sd.nodes[i] ** p))
+            assert abs(got - want) < 1e-10 * float(eig.abs().max()) ** p, (i, p)
+            hp = dense @ hp
+    assert sd.nodes.min() >= float(eig.min()) - 1e-10 and sd.nodes.max() <= float(eig.max()) + 1e-10
+
+
+def test_slq_density_estimates_the_spectrum(setup, tmp_path):
+    _, _, op, dense, eig = setup
+    sd = spectral_density(op, num_vectors=8, num_steps=12, seed=0)
+    grid, dens = sd.curve(num=4000)
+    assert abs(np.trapezoid(dens, grid) - 1) < 1e-3  # a probability density
+    # the first moment estimates tr(H)/dim; each probe's v^T H v has variance <= 2||H||_F^2/dim^2
+    sigma = np.sqrt(2 / 8) * float(dense.norm()) / op.dim
+    assert abs(sd.moment(1) - float(torch.trace(dense)) / op.dim) < 4 * sigma
+    assert isinstance(sd, SpectralDensity) and sd.num_matvecs == 8 * 12
+    path = save_figure(plot_spectral_density(sd), tmp_path / "density")
+    assert 2_000 < path.stat().st_size < 300_000
+
+
+def test_operator_leaves_the_model_unchanged_and_validates(setup):
+    model, batches, op, _, _ = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    op.matvec(torch.ones(op.dim, dtype=torch.float64))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match=r"vectors must have shape \(155,\) or \(k, 155\); got \(3,\)"):
+        op.matvec(torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="k must be <= 155"):
+        hessian_eigenvalues(op, 200)
+    with pytest.raises(ValueError, match="which must be one of 'largest', 'smallest'"):
+        hessian_eigenvalues(op, 1, which="top")
+    with pytest.raises(ValueError, match="submodule 'blocks.9' is not a submodule"):
+        HessianOperator(model, batches, submodule="blocks.9")
+    with pytest.raises(ValueError, match="submodule '2' has no parameters"):
+        HessianOperator(model, batches, submodule="2")
+    train = _net().train()
+    with pytest.raises(ValueError, match="train mode and has BatchNorm layers.*bn='eval'.*bn='batch'"):
+        HessianOperator(train, batches)
+    with pytest.raises(ValueError, match="hvp must be one of 'auto', 'forward_over_reverse', 'double_backward'"):
+        HessianOperator(model, batches, hvp="exact")
+    with pytest.raises(TypeError, match="op must be a HessianOperator"):
+        hutchinson_trace(object())

@@ -1,0 +1,395 @@
+"""Loss landscapes: directions, batched grids against a per-point reference, BN choices, I/O, plots."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from analysis.landscape import (
+    Directions,
+    LandscapeResult,
+    auto_chunk_size,
+    directions_to_models,
+    filter_norms,
+    grid_axis,
+    loss_landscape,
+    loss_landscape_reference,
+    merge_landscapes,
+    normalize_direction,
+    plot_contour,
+    plot_curve,
+    plot_side_by_side,
+    random_directions,
+    save_figure,
+    trajectory_pca_directions,
+)
+from analysis.models import build_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The shared 2-core machine is oversubscribed; OpenMP with 2 threads then runs tiny convs
+    # 1000x slower than with 1. Restored afterwards so other modules are unaffected.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _perturb_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics and affine parameters, as a trained model has."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.running_mean.copy_(0.2 * torch.randn(c, generator=gen))
+                m.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=gen))
+                m.weight.copy_(0.5 + torch.rand(c, generator=gen))
+                m.bias.copy_(0.2 * torch.randn(c, generator=gen))
+    return model
+
+
+def _tiny_bn_net(seed: int = 0, dtype=torch.float64) -> nn.Module:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 3),
+                        nn.BatchNorm2d(3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5))
+    return _perturb_bn(net.to(dtype), seed).eval()
+
+
+def _tiny_plain_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 5)).double().eval()
+
+
+def _data(n: int, classes: int, size: int = 6, seed: int = 1, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=gen, dtype=dtype), torch.randint(0, classes, (n,), generator=gen)
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    torch.manual_seed(0)
+    model = _perturb_bn(build_model("resnet20", num_classes=10, width=2)).eval()
+    return model, _data(8, 10, size=16, dtype=torch.float32)
+
+
+def _direct_loss(model, directions, coords, data) -> float:
+    """Cross entropy at theta* + sum_i coords[i] d_i, computed on a fresh copy by hand."""
+    clone = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for name, p in clone.named_parameters():
+            p.add_(sum(c * d[name] for c, d in zip(coords, directions.vectors)))
+        x, y = data
+        return float(nn.functional.cross_entropy(clone(x), y))
+
+
+# ----------------------------------------------------------------------------------------------
+# grids against the per-point reference
+# ----------------------------------------------------------------------------------------------
+
+def test_grid_matches_per_point_evaluation_eval_bn_zoo_model(zoo):
+    model, data = zoo
+    dirs = random_directions(model, 2, seed=3)
+    alphas, betas = grid_axis(-1, 1, 3), grid_axis(-0.5, 0.5, 4)
+    # chunk of 5 on a 3x4 grid: chunks straddle rows, so a row/column mix-up would show
+    fast = loss_landscape(model, dirs, data, alphas, betas, bn="eval", chunk_size=5)
+    ref = loss_landscape_reference(model, dirs, data, alphas, betas, bn="eval")
+    assert fast.loss.shape == (3, 4) and fast.complete
+    rel = np.abs(fast.loss / ref.loss - 1).max()
+    # float32, 20 layers: batched (grouped) and plain convs round differently, a few ulps per layer
+    # (~20 * 6e-8 = 1e-6); the issue asks for 1e-5.
+    assert rel < 1e-5, rel
+    np.testing.assert_array_equal(fast.accuracy, ref.accuracy)
+    assert np.ptp(fast.loss) > 1e-3  # the directions really move the loss
+
+
+def test_loss_ij_is_at_alpha_i_beta_j(zoo):
+    model, data = zoo
+    dirs = random_directions(model, 2, seed=4)
+    alphas, betas = np.array([-0.6, 0.1, 0.7]), np.array([-0.3, 0.4])
+    fast = loss_landscape(model, dirs, data, alphas, betas, bn="eval", chunk_size=4)
+    for i, j in [(0, 1), (2, 0), (1, 1)]:
+        direct = _direct_loss(model, dirs, (alphas[i], betas[j]), data)
+        assert abs(fast.loss[i, j] / direct - 1) < 1e-5, (i, j)
+
+
+def test_grid_matches_per_point_evaluation_recalibrated_bn():
+    model = _tiny_bn_net()
+    data = _data(5, 5)
+    recal = [_data(4, 5, seed=7), _data(3, 5, seed=8)]  # unequal batches: PyTorch averages per batch
+    dirs = random_directions(model, 2, seed=0)
+    alphas, betas = grid_axis(-1, 1, 2), grid_axis(-1, 1, 3)
+    fast = loss_landscape(model, dirs, data, alphas, betas, bn="recalibrate", recalibration_data=recal, chunk_size=4)
+    ref = loss_landscape_reference(model, dirs, data, alphas, betas, bn="recalibrate", recalibration_data=recal)
+    eval_bn = loss_landscape(model, dirs, data, alphas, betas, bn="eval")
+    # float64 through 2 BN layers: agreement to ~1e-15; 1e-10 leaves room and is far below the
+    # 1e-5 the issue asks for
+    assert np.abs(fast.loss / ref.loss - 1).max() < 1e-10
+    np.testing.assert_array_equal(fast.accuracy, ref.accuracy)
+    assert np.abs(eval_bn.loss / ref.loss - 1).max() > 1e-3  # recalibration really changes the values
+    assert fast.bn == "recalibrate"
+
+
+def test_one_dimensional_grid_centre_is_the_model_loss():
+    model = _tiny_bn_net()
+    data = _data(6, 5)
+    dirs = random_directions(model, 1, seed=2)
+    res = loss_landscape(model, dirs, data, [-0.5, 0.0, 0.5])
+    assert res.ndim == 1 and res.loss.shape == (3,)
+    with torch.no_grad():
+        own = float(nn.functional.cross_entropy(model(data[0]), data[1]))
+    assert abs(res.loss[1] - own) < 1e-12 * max(1.0, own)
+    ref = loss_landscape_reference(model, dirs, data, [-0.5, 0.0, 0.5])
+    assert np.abs(res.loss / ref.loss - 1).max() < 1e-10
+
+
+def test_model_comes_back_unchanged():
+    model = _tiny_bn_net()
+    model.train()
+    model[1].eval()  # a mixed-mode model: every flag must survive
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [m.training for m in model.modules()]
+    momenta = [m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    data = _data(4, 5)
+    dirs = random_directions(model, 2, seed=0)
+    for fn in (loss_landscape, loss_landscape_reference):
+        for bn in ("eval", "recalibrate"):
+            fn(model, dirs, data, [0.0, 1.0], [0.0, 1.0], bn=bn)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    assert flags == [m.training for m in model.modules()]
+    assert momenta == [m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+# ----------------------------------------------------------------------------------------------
+# directions
+# ----------------------------------------------------------------------------------------------
+
+def test_filter_normalised_directions_have_the_filter_norms_of_the_weights(zoo):
+    model, _ = zoo
+    dirs = random_directions(model, 2, seed=5, normalization="filter", ignore="biasbn")
+    weights = dict(model.named_parameters())
+    checked = 0
+    for d in dirs.vectors:
+        for k, v in d.items():
+            if v.dim() > 1:
+                # float32 norms of <= 576 entries: relative rounding ~ sqrt(576) * 6e-8 = 1.4e-6
+                torch.testing.assert_close(filter_norms(v), filter_norms(weights[k].detach()), rtol=1e-5, atol=0)
+                checked += 1
+            else:
+                assert torch.count_nonzero(v) == 0, k  # biasbn: biases and BN vectors ignored
+    assert checked == 2 * sum(1 for p in model.parameters() if p.dim() > 1)
+    assert not torch.equal(dirs.vectors[0][next(iter(weights))], dirs.vectors[1][next(iter(weights))])
+
+
+def test_fresh_resnet_with_zero_bn_biases_normalises_safely():
+    model = build_model("resnet20", width=2)  # fresh: every BN bias is exactly zero
+    dirs = random_directions(model, 1, seed=0, normalization="filter", ignore="none")
+    for k, w in model.named_parameters():
+        d = dirs.vectors[0][k]
+        assert torch.isfinite(d).all(), k
+        if w.dim() <= 1:
+            # one vector = one filter: norm of the weight, so zero for a zero bias, ||1|| for BN weights
+            torch.testing.assert_close(d.norm(), w.detach().norm(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("normalization", ["layer", "model"])
+def test_layer_and_model_normalisation(zoo, normalization):
+    model, _ = zoo
+    d = random_directions(model, 1, seed=1, normalization=normalization).vectors[0]
+    w = {k: p.detach() for k, p in model.named_parameters()}
+    if normalization == "layer":
+        for k in w:
+            if w[k].dim() > 1:
+                torch.testing.assert_close(d[k].norm(), w[k].norm(), rtol=1e-5, atol=0)
+    else:
+        kept = [k for k in w if w[k].dim() > 1]
+        d_norm = torch.sqrt(sum(d[k].double().square().sum() for k in kept))
+        w_norm = torch.sqrt(sum(w[k].double().square().sum() for k in kept))
+        torch.testing.assert_close(d_norm, w_norm, rtol=1e-5, atol=0)
+
+
+def test_directions_are_seeded():
+    model = _tiny_bn_net()
+    a, b, c = (random_directions(model, 2, seed=s) for s in (7, 7, 8))
+    assert all(torch.equal(a.vectors[i][k], b.vectors[i][k]) for i in range(2) for k in a.vectors[i])
+    assert not torch.equal(a.vectors[0]["0.weight"], c.vectors[0]["0.weight"])
+    assert a.metadata()["seed"] == 7 and a.metadata()["normalization"] == "filter"
+
+
+def test_directions_save_and_load(tmp_path):
+    model = _tiny_bn_net()
+    dirs = random_directions(model, 2, seed=4, normalization="layer", ignore="none")
+    back = Directions.load(dirs.save(tmp_path / "dirs"))
+    assert back.metadata() == dirs.metadata()
+    assert all(torch.equal(back.vectors[i][k], dirs.vectors[i][k]) for i in range(2) for k in dirs.vectors[i])
+
+
+def test_direction_to_another_model_reaches_it():
+    model, other = _tiny_plain_net(0), _tiny_plain_net(1)
+    data = _data(6, 5)
+    dirs = directions_to_models(model, other)
+    res = loss_landscape(model, dirs, data, [0.0, 1.0])
+    with torch.no_grad():
+        target = float(nn.functional.cross_entropy(other(data[0]), data[1]))
+    assert abs(res.loss[1] - target) < 1e-12
+
+
+def test_trajectory_pca_recovers_the_plane_of_a_planar_trajectory():
+    model = _tiny_plain_net()
+    gen = torch.Generator().manual_seed(0)
+    w = {k: p.detach() for k, p in model.named_parameters() if p.dim() > 1}
+    u = {k: torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in w.items()}
+    v_ = {k: torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in w.items()}
+    coeffs = [(2.0, 1.0), (1.5, -0.5), (0.7, 0.8), (0.2, -0.1)]
+    ckpts = []
+    for a, b in coeffs:
+        sd = {k: p.detach().clone() for k, p in model.named_parameters()}
+        for k in w:
+            sd[k] = sd[k] + a * u[k] + b * v_[k]
+        ckpts.append(sd)
+    dirs = trajectory_pca_directions(model, ckpts)
+    flat = lambda d: torch.cat([d[k].reshape(-1) for k in w])  # noqa: E731
+    basis = torch.stack([flat(u), flat(v_)]).T
+    for d in dirs.vectors:
+        x = flat(d)
+        assert abs(float(x.norm()) - 1) < 1e-12
+        resid = x - basis @ torch.linalg.lstsq(basis, x).solution
+        assert float(resid.norm()) < 1e-10  # each PCA direction lies in span{u, v}
+    assert abs(sum(dirs.info["explained_variance_ratio"]) - 1) < 1e-10
+    traj = np.array(dirs.info["trajectory"])
+    for (a, b), (p, q) in zip(coeffs, traj):
+        recon = p * flat(dirs.vectors[0]) + q * flat(dirs.vectors[1])
+        assert float((recon - (a * flat(u) + b * flat(v_))).norm()) < 1e-9
+
+
+# ----------------------------------------------------------------------------------------------
+# errors
+# ----------------------------------------------------------------------------------------------
+
+def test_grid_of_size_zero_raises():
+    model = _tiny_plain_net()
+    dirs = random_directions(model, 2)
+    with pytest.raises(ValueError, match="alphas must have at least one grid point; got a grid of size 0"):
+        loss_landscape(model, dirs, _data(2, 5), [], [0.0])
+    with pytest.raises(ValueError, match="betas must have at least one grid point"):
+        loss_landscape(model, dirs, _data(2, 5), [0.0], np.array([]))
+    with pytest.raises(ValueError, match="num must be >= 1"):
+        grid_axis(-1, 1, 0)
+    with pytest.raises(ValueError, match="needs betas"):
+        loss_landscape(model, dirs, _data(2, 5), [0.0])
+
+
+def test_mismatched_models_raise():
+    model = _tiny_plain_net()
+    other = nn.Sequential(nn.Conv2d(3, 5, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 5))
+    with pytest.raises(ValueError, match=r"does not match the model: parameter '0.weight' has shape \(5, 3, 3, 3\)"):
+        directions_to_models(model, other.double())
+    with pytest.raises(ValueError, match="does not match the model: it lacks"):
+        directions_to_models(model, nn.Linear(2, 2))
+    foreign = random_directions(_tiny_bn_net(), 1)
+    with pytest.raises(ValueError, match="does not match the model"):
+        loss_landscape(model, foreign, _data(2, 5), [0.0])
+
+
+def test_train_mode_model_without_bn_choice_raises():
+    model = _tiny_bn_net().train()
+    dirs = random_directions(model, 1)
+    with pytest.raises(ValueError, match="train mode and has BatchNorm layers.*bn='eval'.*bn='recalibrate'"):
+        loss_landscape(model, dirs, _data(2, 5), [0.0])
+    with pytest.raises(ValueError, match="bn must be one of 'eval', 'recalibrate'; got 'train'"):
+        loss_landscape(model, dirs, _data(2, 5), [0.0], bn="train")
+    # a model without BatchNorm needs no choice, even in train mode
+    plain = _tiny_plain_net().train()
+    loss_landscape(plain, random_directions(plain, 1), _data(2, 5), [0.0])
+
+
+def test_bad_choices_and_types_raise():
+    model = _tiny_plain_net()
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        random_directions(model, normalization="filters")
+    with pytest.raises(ValueError, match="count must be <= 2"):
+        random_directions(model, 3)
+    with pytest.raises(TypeError, match="directions must be a Directions"):
+        loss_landscape(model, {"0.weight": torch.zeros(1)}, _data(2, 5), [0.0])
+    with pytest.raises(ValueError, match="data is empty"):
+        loss_landscape(model, random_directions(model, 1), [], [0.0])
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        loss_landscape(model, random_directions(model, 1), _data(2, 5), [0.0], chunk_size=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# results: save/load, resume, shards; chunking; plots
+# ----------------------------------------------------------------------------------------------
+
+def test_save_load_resume_and_shards(tmp_path):
+    model = _tiny_bn_net()
+    data = [_data(3, 5, seed=1), _data(2, 5, seed=2)]  # a two-batch "loader"
+    dirs = random_directions(model, 2, seed=9)
+    alphas, betas = grid_axis(-1, 1, 3), grid_axis(-1, 1, 2)
+    full = loss_landscape(model, dirs, data, alphas, betas, chunk_size=2, checkpoint_path=tmp_path / "ckpt")
+    assert (tmp_path / "ckpt.npz").exists() and (tmp_path / "ckpt.json").exists()
+    full.save(tmp_path / "grid")
+    back = LandscapeResult.load(tmp_path / "grid.npz")
+    np.testing.assert_array_equal(back.loss, full.loss)
+    np.testing.assert_array_equal(back.betas, full.betas)
+    assert back.directions["seed"] == 9 and back.directions["normalization"] == "filter" and back.bn == "eval"
+    assert back.num_samples == 5
+
+    partial = LandscapeResult.load(tmp_path / "grid")
+    partial.loss[1:] = np.nan
+    resumed = loss_landscape(model, dirs, data, alphas, betas, resume=partial)
+    np.testing.assert_allclose(resumed.loss, full.loss, rtol=1e-12)
+
+    shards = [loss_landscape(model, dirs, data, alphas, betas, shard=(r, 2), progress=True) for r in range(2)]
+    assert not shards[0].complete and np.isfinite(shards[0].loss).sum() == 3
+    np.testing.assert_allclose(merge_landscapes(shards).loss, full.loss, rtol=1e-12)
+    with pytest.raises(ValueError, match="resume was made with other directions"):
+        loss_landscape(model, random_directions(model, 2, seed=1), data, alphas, betas, resume=partial)
+
+
+def test_auto_chunk_size_is_bounded(zoo):
+    model, (x, _) = zoo
+    n = auto_chunk_size(model, x, num_points=7)
+    assert 1 <= n <= 7
+    assert auto_chunk_size(model, x, max_chunk=3) <= 3
+
+
+def test_plots_write_compact_pngs(tmp_path):
+    model = _tiny_plain_net()
+    data = _data(4, 5)
+    two = loss_landscape(model, random_directions(model, 2), data, grid_axis(-1, 1, 5), grid_axis(-1, 1, 4))
+    other = loss_landscape(model, random_directions(model, 2, seed=3), data, grid_axis(-1, 1, 5), grid_axis(-1, 1, 4))
+    one = loss_landscape(model, random_directions(model, 1), data, grid_axis(-1, 1, 7))
+    figs = {
+        "contour": plot_contour(two, trajectory=[[0.5, 0.5], [0.2, 0.1], [0.0, 0.0]]),
+        "lines": plot_contour(two, filled=False, levels=6),
+        "curve": plot_curve(one),
+    }
+    side = plot_side_by_side({"block": two, "baseline": other}, levels=8)
+    lo = min(np.nanmin(two.loss), np.nanmin(other.loss))
+    hi = max(np.nanmax(two.loss), np.nanmax(other.loss))
+    assert side.levels[0] == pytest.approx(lo) and side.levels[-1] == pytest.approx(hi)  # shared levels
+    figs["side"] = side
+    for name, fig in figs.items():
+        path = save_figure(fig, tmp_path / name)
+        assert path.suffix == ".png" and 2_000 < path.stat().st_size < 300_000, name
+    with pytest.raises(ValueError, match="1-D landscape"):
+        plot_contour(one)
+
+
+def test_normalize_direction_does_not_modify_its_input():
+    model = _tiny_plain_net()
+    raw = {k: torch.ones_like(p) for k, p in model.named_parameters()}
+    keep = {k: v.clone() for k, v in raw.items()}
+    normalize_direction(raw, model)
+    assert all(torch.equal(raw[k], keep[k]) for k in raw)
+    given = Directions.given(raw)
+    assert given.kind == "given" and len(given.vectors) == 1

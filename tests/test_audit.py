@@ -104,3 +104,20 @@ def test_audit_of_empirical_claims_says_why_nothing_ran(tmp_path):
     assert payload["counts"]["not run"] == 2
     md = (tmp_path / "AUDIT.md").read_text()
     assert "NRL-params" in md and "IM-cifar" in md and md == render_markdown(result)
+
+
+def test_audit_command_end_to_end_on_real_theory_checks(tmp_path):
+    """`blockaudit audit` on two real claims: exit 0, verdicts computed by the real theory checks."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "audit", "--claims", "ND-P1,NRL-block,ND-table2",
+                          "--no-reproductions", "--no-progress", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    payload = json.loads((tmp_path / "audit.json").read_text())
+    status = {v["claim_id"]: v["status"] for v in payload["verdicts"]}
+    assert status == {"NRL-block": "holds", "ND-P1": "holds", "ND-table2": "not run"}
+    nd_p1 = next(v for v in payload["verdicts"] if v["claim_id"] == "ND-P1")
+    assert "assumption needed" in nd_p1["evidence"] and "test_nd.py" in nd_p1["check"]
+    assert "| ND-P1 | theorem | holds |" in out.stdout

@@ -94,3 +94,130 @@ def vectors(draw, n: int, scale: float = 1.0):
     """An N(0, scale^2 I) vector of length n."""
     gen = rng(draw(seeds()))
     return scale * gen.standard_normal(n)
+
+
+# --- ND (Newton design, papers/001): problems (A, x) for F(x) = x^T A x / 2 - 1^T P(Ax) ---------
+@st.composite
+def nd_problems(draw, n: int | None = None, min_abs_eig: float = 0.2, max_abs_eig: float = 0.9,
+                margin: float = 0.1, active: str = "mixed"):
+    """(A, x): A symmetric with |eigenvalues| in [min_abs_eig, max_abs_eig] (random signs), and
+    x = A^{-1} z with |z_i| in [margin, 1], so every (Ax)_i = z_i is at least ``margin`` from the
+    ReLU kink. ``active``: "mixed" (random signs, at least one unit active), "all" (z > 0, so
+    Diag[Phi'(Ax)] = I) or "none" (z < 0, so Diag[Phi'(Ax)] = 0).
+    """
+    a = draw(symmetric_matrices(n=n, max_abs_eig=max_abs_eig, min_abs_eig=min_abs_eig))
+    gen = rng(draw(seeds()))
+    size = a.shape[0]
+    z = gen.uniform(margin, 1.0, size=size)
+    if active == "mixed":
+        signs = gen.choice([-1.0, 1.0], size=size)
+        signs[gen.integers(size)] = 1.0
+        z = z * signs
+    elif active == "none":
+        z = -z
+    return a, np.linalg.solve(a, z)
+
+
+# --- IM (Hardt & Ma, identity matters) ------------------------------------------------------
+@st.composite
+def residual_layer_stacks(draw, n: int, depth: int, max_tau: float = 0.9):
+    """Layers A_1..A_depth, shape (depth, n, n), each of spectral norm in (0, tau], tau <= max_tau."""
+    tau = draw(st.floats(min_value=0.01, max_value=max_tau))
+    gen = rng(draw(seeds()))
+    layers = gen.standard_normal((depth, n, n))
+    fractions = gen.uniform(0.1, 1.0, size=depth)
+    fractions[gen.integers(depth)] = 1.0  # one layer sits at the bound so tau is really reached
+    return layers * (tau * fractions / np.linalg.norm(layers, 2, axis=(1, 2)))[:, None, None]
+
+
+@st.composite
+def positive_determinant_matrices(draw, n: int, max_gamma: float = 2.0):
+    """R = U diag(s) V^T, det R > 0, |log s_i| <= gamma <= max_gamma; sometimes U V^T has a half turn.
+
+    The half-turn case (a pair of -1 eigenvalues in the rotation part) is the one a principal
+    matrix logarithm handles worst, so it is drawn on purpose.
+    """
+    gamma = draw(st.floats(min_value=0.0, max_value=max_gamma))
+    half_turn = draw(st.booleans()) and n >= 2
+    gen = rng(draw(seeds()))
+    u, v = _orthogonal(n, gen), _orthogonal(n, gen)
+    s = np.exp(gen.uniform(-gamma, gamma, size=n))
+    if n:
+        s[0] = np.exp(gamma)  # pin gamma
+    if np.linalg.det(u) * np.linalg.det(v) < 0:
+        u[:, 0] = -u[:, 0]
+    if half_turn:
+        flip = np.ones(n)
+        flip[:2] = -1.0
+        u = v * flip  # U V^T = V diag(-1, -1, 1, ..) V^T: a half turn, eigenvalue -1 twice
+    return (u * s) @ v.T
+
+
+# --- RN (ResNEsts and DenseNEsts) ------------------------------------------------------------
+# A (P_phi) problem: a random tanh ResNEst on N = 40 Gaussian inputs, Gaussian targets (or soft
+# labels for cross-entropy). Widths stay <= 6 so that L-BFGS and dense Hessians are milliseconds.
+RN_SAMPLES = 40
+
+
+@st.composite
+def rn_problems(draw, *, bottleneck: bool = True, min_blocks: int = 1, max_blocks: int = 3,
+                loss: str = "squared", last_width_at_least_n_out: bool = False, max_n_out: int = 3,
+                planted: bool = False):
+    """dict(x, Y, W0, blocks, M, n_out): the residual width M is >= sum_{i<L} K_i (eq (10)) when
+    ``bottleneck``, else M = N_in (no expansion, L >= 2 so the condition fails)."""
+    from analysis.resnest import random_resnest
+
+    n_in = draw(dims(1, 2))
+    n_blocks = draw(st.integers(min_value=max(min_blocks, 1 if bottleneck else 2), max_value=max_blocks))
+    n_out = draw(st.integers(min_value=1 if loss == "squared" else 2, max_value=max(max_n_out, 2)))
+    widths = [draw(st.integers(min_value=1, max_value=2)) for _ in range(n_blocks)]
+    if last_width_at_least_n_out:
+        widths[-1] = max(widths[-1], n_out)
+    if bottleneck:
+        width = max(n_in + sum(widths[:-1]) + draw(st.integers(min_value=0, max_value=1)), n_out)
+    else:
+        width = n_in
+        # keep Assumption 3 (M >= N_o) so only Assumption 4 is dropped; squared loss only here
+        n_out = min(n_out, width)
+    gen = rng(draw(seeds()))
+    w0, blocks = random_resnest(gen, n_in, width, widths, act="tanh")
+    x = gen.standard_normal((RN_SAMPLES, n_in))
+    if planted:
+        # targets with a planted A-ResNEst signal: every block's coefficients are O(1), so the (P_phi)
+        # minimiser has a well-conditioned W_{L+1} and moderate W_L (pure-noise targets make the
+        # coefficients on x_{L-1} tiny and push W_L ~ 1e3, out of L-BFGS's reach in float64)
+        from analysis.resnest import resnest_features
+
+        v = np.hstack(resnest_features(x, blocks, w0))
+        z = v @ gen.standard_normal((v.shape[1], n_out)) + 0.5 * gen.standard_normal((RN_SAMPLES, n_out))
+        if loss == "squared":
+            y = z
+        else:
+            y = np.exp(z - z.max(axis=1, keepdims=True))
+            y /= y.sum(axis=1, keepdims=True)
+    elif loss == "squared":
+        y = gen.standard_normal((RN_SAMPLES, n_out))
+    else:
+        y = gen.dirichlet(np.ones(n_out), size=RN_SAMPLES)
+    return dict(x=x, Y=y, W0=w0, blocks=blocks, M=width, n_out=y.shape[1])
+
+
+def _rn_well_conditioned(problem, max_coef: float = 30.0) -> bool:
+    from analysis.resnest import resnest_features
+
+    v = np.hstack(resnest_features(problem["x"], problem["blocks"], problem["W0"]))
+    h = np.linalg.lstsq(v, problem["Y"], rcond=None)[0]
+    sv = np.linalg.svd(v, compute_uv=False)
+    return bool(float(np.linalg.norm(h, 2)) <= max_coef and sv[-1] >= 1e-2 * sv[0])
+
+
+def rn_solver_problems(**kwargs):
+    """``rn_problems`` with planted targets, best A-ResNEst coefficients ||H*||_2 <= 30 and features
+    V = [v_0..v_L] with condition number <= 100.
+
+    The (P_phi) minimiser then has a moderate, well-conditioned W_{L+1}. On nearly collinear features
+    (cond(V) ~ 1e3) L-BFGS from random starts often stalls with gradient ~1e-7 at points where
+    W_{L+1} is nearly rank-deficient (s_min ~ 1e-2), ||W_L|| ~ 1e2..1e3 and eps ~ 1e-3..1e-2: not
+    critical points (the certificate says so), so no evidence against Thm 1, but out of reach of a
+    float64 check. Rejects about one draw in four."""
+    return rn_problems(planted=True, **kwargs).filter(_rn_well_conditioned)

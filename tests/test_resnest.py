@@ -1,0 +1,162 @@
+"""Tests of analysis.resnest's input validation and of the moment-based least-squares solver."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis import resnest as rn
+from analysis.validation import AssumptionError
+
+EPS = np.finfo(np.float64).eps
+
+
+@pytest.fixture
+def problem():
+    gen = np.random.default_rng(0)
+    w0, blocks = rn.random_resnest(gen, 2, 5, [2, 2], act="tanh")
+    x = gen.standard_normal((30, 2))
+    y = gen.standard_normal((30, 2))
+    return x, y, w0, blocks
+
+
+def _lstsq(v, y):
+    h, *_ = np.linalg.lstsq(v, y, rcond=None)
+    return float(np.sum((y - v @ h) ** 2) / v.shape[0]), h
+
+
+@pytest.mark.parametrize("rank_deficient", [False, True])
+@pytest.mark.parametrize("seed", range(5))
+def test_moments_agree_with_lstsq(seed, rank_deficient):
+    gen = np.random.default_rng(seed)
+    v = gen.standard_normal((50, 6))
+    if rank_deficient:
+        v[:, 4] = v[:, 0] - 2 * v[:, 1]  # exact linear dependence: rank 5
+        v[:, 5] = v[:, 2]
+    y = gen.standard_normal((50, 3))
+    risk, h = rn.least_squares_risk_from_moments(v.T @ v, v.T @ y, float(np.sum(y * y)), 50)
+    ref_risk, ref_h = _lstsq(v, y)
+    # both solve a problem of condition number ~10; the risk differences are round-off of sums of 150
+    # squares of O(1) residuals: 1e3 * eps covers it with margin
+    assert abs(risk - ref_risk) <= 1e3 * EPS * max(ref_risk, 1.0)
+    # both return the minimum-norm solution, also when V is rank-deficient
+    np.testing.assert_allclose(h, ref_h, atol=1e-10)
+
+
+def test_moments_streaming_equals_batch():
+    gen = np.random.default_rng(1)
+    v, y = gen.standard_normal((40, 4)), gen.standard_normal((40, 2))
+    gram, cross, ysq = np.zeros((4, 4)), np.zeros((4, 2)), 0.0
+    for i in range(0, 40, 7):
+        vb, yb = v[i:i + 7], y[i:i + 7]
+        gram, cross, ysq = gram + vb.T @ vb, cross + vb.T @ yb, ysq + float(np.sum(yb * yb))
+    assert rn.least_squares_risk_from_moments(gram, cross, ysq, 40)[0] == pytest.approx(_lstsq(v, y)[0], abs=1e-12)
+
+
+def test_moments_errors():
+    with pytest.raises(ValueError, match="gram must be the square matrix"):
+        rn.least_squares_risk_from_moments(np.ones((2, 3)), np.ones((2, 1)), 1.0, 3)
+    with pytest.raises(ValueError, match=r"cross must be V\^T Y with 2 rows"):
+        rn.least_squares_risk_from_moments(np.eye(2), np.ones((3, 1)), 1.0, 3)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        rn.least_squares_risk_from_moments(np.eye(2), np.ones((2, 1)), 1.0, 0)
+    with pytest.raises(ValueError, match="target_sq must be >= 0"):
+        rn.least_squares_risk_from_moments(np.eye(2), np.ones((2, 1)), -1.0, 3)
+
+
+def test_best_linear_risk_matches_lstsq(problem):
+    x, y, w0, blocks = problem
+    feats = rn.resnest_features(x, blocks, w0)
+    assert rn.best_linear_risk(feats, y)[0] == pytest.approx(_lstsq(np.hstack(feats), y)[0], abs=1e-12)
+    sol = rn.a_resnest_risk(feats, y)
+    assert sol.converged and sol.suboptimality_bound < 1e-20
+
+
+def test_cross_entropy_certificate_brackets_the_optimum(problem):
+    x, _, w0, blocks = problem
+    feats = rn.resnest_features(x, blocks, w0)
+    p = np.random.default_rng(3).dirichlet(np.ones(3), size=x.shape[0])
+    sol = rn.a_resnest_risk(feats, p, "cross_entropy")
+    assert sol.converged
+    assert 0.0 <= sol.suboptimality_bound < 1e-10
+    # a loose solve has a larger, still valid, duality gap
+    loose = rn.a_resnest_risk(feats, p, "cross_entropy", gtol=1e-1)
+    assert loose.risk - loose.suboptimality_bound <= sol.risk + 1e-12 <= loose.risk + 1e-12
+
+
+def test_mismatched_sample_counts(problem):
+    x, y, w0, blocks = problem
+    feats = rn.resnest_features(x, blocks, w0)
+    with pytest.raises(ValueError, match=r"features\[1\] has 29 samples .* features\[0\] has 30"):
+        rn.a_resnest_risk([feats[0], feats[1][:-1]], y)
+    with pytest.raises(ValueError, match="Y must have one row per sample: expected 30 rows"):
+        rn.a_resnest_risk(feats, y[:-1])
+    pf = rn.prediction_features(x, blocks, w0)
+    with pytest.raises(ValueError, match="features.x_prev has 30 samples but features.v_last has 29"):
+        rn.resnest_prediction_risk(np.zeros((5, 2)), np.zeros((2, 5)), (pf.x_prev, pf.v_last[:-1]), y)
+
+
+def test_wrong_widths(problem):
+    x, y, w0, blocks = problem
+    pf = rn.prediction_features(x, blocks, w0)
+    with pytest.raises(ValueError, match=r"W_L must have shape \(5, 2\)"):
+        rn.resnest_prediction_risk(np.zeros((4, 2)), np.zeros((2, 5)), pf, y)
+    with pytest.raises(ValueError, match="W_out must have N_o = 2 rows"):
+        rn.resnest_prediction_risk(np.zeros((5, 2)), np.zeros((3, 5)), pf, y)
+    bad = [rn.ResidualBlock(blocks[0].G, np.zeros((4, 2)))]
+    with pytest.raises(ValueError, match=r"block 1: G_1 must read the residual stream of width M = 5|W_1 must have shape"):
+        rn.resnest_features(x, bad, w0)
+    with pytest.raises(ValueError, match=r"dense block 2: G_2 must read the concatenation"):
+        gen = np.random.default_rng(0)
+        rn.densenest_features(x, [rn.random_feature_map(gen, 2, 1), rn.random_feature_map(gen, 2, 1)])
+
+
+def test_unknown_loss_lists_valid_ones(problem):
+    x, y, w0, blocks = problem
+    with pytest.raises(ValueError, match="loss must be one of 'squared', 'cross_entropy'; got 'hinge'"):
+        rn.a_resnest_risk(rn.resnest_features(x, blocks, w0), y, loss="hinge")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        rn.activation("gelu", np.zeros(2))
+
+
+def test_cross_entropy_needs_probabilities(problem):
+    x, y, w0, blocks = problem
+    with pytest.raises(ValueError, match="Y must hold probability vectors"):
+        rn.a_resnest_risk(rn.resnest_features(x, blocks, w0), y, loss="cross_entropy")
+
+
+def test_assumption_checks(problem):
+    x, y, w0, blocks = problem
+    assert rn.assumption4_holds([w0, blocks[0].W])
+    assert not rn.assumption4_holds([np.eye(2), np.ones((2, 1))])  # no expansion, L = 2
+    assert rn.bottleneck_condition_holds(5, [2, 2]) and not rn.bottleneck_condition_holds(3, [2, 2])
+    assert rn.assumption3_holds(5, 2) and not rn.assumption3_holds(1, 2)
+    pf = rn.prediction_features(x, blocks, w0)
+    assert rn.assumption1_holds(pf.v_last, y)
+    with pytest.raises(AssumptionError, match="Assumption 1 of RN"):
+        rn.nonconvexity_witness((pf.x_prev, np.zeros_like(pf.v_last)), y)
+    with pytest.raises(ValueError, match=r"W_prev\[1\] must have M = 5 rows"):
+        rn.assumption4_holds([w0, np.ones((4, 2))])
+
+
+def test_gradient_matches_finite_differences(problem):
+    x, y, w0, blocks = problem
+    pf = rn.prediction_features(x, blocks, w0)
+    gen = np.random.default_rng(2)
+    w_l, w_o = gen.standard_normal((5, 2)), gen.standard_normal((2, 5))
+    for loss, yy in (("squared", y), ("cross_entropy", gen.dirichlet(np.ones(2), size=30))):
+        _, g_l, g_o = rn.resnest_prediction_risk(w_l, w_o, pf, yy, loss)
+        d_l, d_o = gen.standard_normal(w_l.shape), gen.standard_normal(w_o.shape)
+        h = 1e-6
+        fp = rn.resnest_prediction_risk(w_l + h * d_l, w_o + h * d_o, pf, yy, loss)[0]
+        fm = rn.resnest_prediction_risk(w_l - h * d_l, w_o - h * d_o, pf, yy, loss)[0]
+        # central differences: error O(h^2 * third derivative) + O(eps * R / h) ~ 1e-9 here
+        assert (fp - fm) / (2 * h) == pytest.approx(np.sum(g_l * d_l) + np.sum(g_o * d_o), rel=1e-6, abs=1e-7)
+
+
+def test_densenest_conversion_shapes():
+    gen = np.random.default_rng(4)
+    maps = [rn.random_feature_map(gen, 2, 2), rn.random_feature_map(gen, 4, 1)]
+    w0, blocks, w_out = rn.densenest_to_resnest(maps, gen.standard_normal((3, 5)), 2)
+    assert w0.shape == (5, 2) and [b.W.shape for b in blocks] == [(5, 2), (5, 1)] and w_out.shape == (3, 5)
+    with pytest.raises(ValueError, match=r"W_out must have shape \(\*, 5\)"):
+        rn.densenest_to_resnest(maps, np.zeros((3, 4)), 2)

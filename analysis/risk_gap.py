@@ -344,9 +344,12 @@ def fit_multinomial_streamed(mm: FeatureMemmap, p: int, num_classes: int, *, tol
             raise StopIteration
 
     # scipy stops on the max-abs gradient entry; tol/sqrt(size) there bounds the 2-norm by tol.
-    res = minimize(fg, theta0, jac=True, method="L-BFGS-B", callback=stop_when_below_floor,
-                   options={"maxiter": max_iter, "gtol": tol / math.sqrt(size), "ftol": 1e-16, "maxcor": 20})
-    f, g = fg(res.x)
+    from analysis.resnest import single_thread_blas
+
+    with single_thread_blas():
+        res = minimize(fg, theta0, jac=True, method="L-BFGS-B", callback=stop_when_below_floor,
+                       options={"maxiter": max_iter, "gtol": tol / math.sqrt(size), "ftol": 1e-16, "maxcor": 20})
+        f, g = fg(res.x)
     gnorm = float(np.linalg.norm(g))
     W, b = res.x[:p * C].reshape(p, C), res.x[p * C:]
     method = "L-BFGS (streamed, standardised)"

@@ -224,8 +224,9 @@ def theory_verdict(claim: Claim, outcomes: list[CheckOutcome], collection_errors
 def _not_run_empirical(claim: Claim, profile: str) -> Verdict:
     name = claim.settled_by.split(":", 1)[1]
     return Verdict(claim.id, "not run",
-                   f"no training comparison '{name}' is implemented yet (it needs the model zoo and the "
-                   f"experiment drivers); profile {profile} ran nothing for it", claim.settled_by)
+                   f"no block-vs-baseline training comparison '{name}' exists yet (the multi-seed sweep "
+                   f"drivers and the GPU runs are still to be built); profile {profile} ran nothing for it",
+                   claim.settled_by)
 
 
 def run_reproduction(name: str, profile: str, out_dir: Path, progress: bool) -> tuple[list[Verdict], list[str]]:

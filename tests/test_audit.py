@@ -99,7 +99,7 @@ def test_audit_rejects_unknown_profile_and_claims(tmp_path):
 def test_audit_of_empirical_claims_says_why_nothing_ran(tmp_path):
     result = run_audit("quick", tmp_path, ["NRL-params", "IM-cifar"], log=lambda *_: None)
     assert [v.status for v in result.verdicts] == ["not run", "not run"]
-    assert "is implemented yet" in result.verdicts[0].evidence
+    assert "comparison 'nrl-params' exists yet" in result.verdicts[0].evidence
     payload = json.loads((tmp_path / "audit.json").read_text())
     assert payload["counts"]["not run"] == 2
     md = (tmp_path / "AUDIT.md").read_text()

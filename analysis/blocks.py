@@ -25,10 +25,24 @@ from torch import nn
 
 from analysis.validation import check_int
 
-__all__ = ["conv3x3", "conv1x1", "PreActBasicBlock"]
+__all__ = ["conv3x3", "conv1x1", "PreActBasicBlock", "init_weights_"]
 
 NormFactory = Callable[[int], nn.Module]
 ActFactory = Callable[[], nn.Module]
+
+
+def init_weights_(model: nn.Module) -> nn.Module:
+    """He-normal (fan_out) convs, BN weight 1 / bias 0, Xavier-uniform linear layers with zero bias."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

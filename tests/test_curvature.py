@@ -21,13 +21,7 @@ from analysis.curvature import (
 from analysis.landscape import save_figure
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # See tests/test_landscape.py: 1 OpenMP thread on the oversubscribed 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _net(seed: int = 0) -> nn.Module:

@@ -29,14 +29,7 @@ from analysis.landscape import (
 from analysis.models import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The shared 2-core machine is oversubscribed; OpenMP with 2 threads then runs tiny convs
-    # 1000x slower than with 1. Restored afterwards so other modules are unaffected.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _perturb_bn(model: nn.Module, seed: int = 0) -> nn.Module:

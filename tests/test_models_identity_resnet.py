@@ -12,12 +12,7 @@ from analysis.models.identity_resnet import IdentityResidualUnit, IdentityResNet
 TINY = {"width": 2, "stem_width": 2, "blocks_per_stage": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -44,13 +44,7 @@ MODELS = sorted(TINY)
 CORE = [m for m in MODELS if m not in ("hbnet18", "postact_resnet110", "agdnet_k12_l52", "densenet_k12_l52")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The test machine is shared; one intra-op thread is also faster for these tiny convs.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

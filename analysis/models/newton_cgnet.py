@@ -97,7 +97,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from analysis.blocks import conv1x1, conv3x3
+from analysis.blocks import conv1x1, conv3x3, init_weights_
 from analysis.models import register_model
 from analysis.models.resnest_family import CifarResNEst
 from analysis.validation import check_int, check_real
@@ -314,18 +314,8 @@ class NewtonCGNet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
-        self._init_weights()
+        init_weights_(self)
 
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def no_weight_decay(self) -> set[str]:
         """Full parameter names of every alpha_t, beta_t (the authors put no weight decay on them)."""

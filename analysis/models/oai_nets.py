@@ -70,7 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.blocks import conv1x1, conv3x3
+from analysis.blocks import conv1x1, conv3x3, init_weights_
 from analysis.models import register_model
 from analysis.oai import nesterov_h_weights
 from analysis.validation import check_int, check_real
@@ -91,16 +91,6 @@ def _act(activations: bool):
     return nn.ReLU if activations else nn.Identity
 
 
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -216,7 +206,7 @@ class HBNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
-        _init_weights(self)
+        init_weights_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The HB state (x_k, x_{k-1}) is kept in the parameters' dtype (float32 under autocast): in
@@ -339,7 +329,7 @@ class AGDNet(nn.Module):
         self.final = nn.Sequential(norm_layer(channels), act_layer())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
-        _init_weights(self)
+        init_weights_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.final(self.features(self.stem(x)))).flatten(1))

@@ -142,8 +142,8 @@ def _certified_minima(feats, w_prev, pf, y, loss="squared", *, starts=3, seed=0,
     Some starts do not reach a critical point: on problems with M = sum_{i<L} K_i exactly, about one
     start in five drifts to infinity (||W_L|| ~ 1e3) along a valley with a vanishing gradient and
     eps ~ 1e-2. Such points are not local minimisers (Thm 1 says nothing about them) and their
-    certificate says so (it is large); they are left out, but at least one start must be certified,
-    so the check can never pass vacuously.
+    certificate says so (it is large); they are left out. An example where no start is certified is
+    discarded (see below), and hypothesis fails the test if too many are, so no pass is vacuous.
     """
     out, all_ = [], rn.solve_resnest_prediction(pf, y, loss, starts=starts, seed=seed, max_iter=_MAX_ITER)
     scale = max(float(np.mean(np.sum(y * y, axis=1))), 1.0)

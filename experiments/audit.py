@@ -200,6 +200,9 @@ def theory_verdict(claim: Claim, outcomes: list[CheckOutcome], collection_errors
     if failed or refuting:
         parts = [f"counterexample: {line(o)}" for o in refuting]
         parts += [f"{o.nodeid.split('::')[-1]} failed: {o.message}" for o in failed]
+        passed = [o for o in mine if o.role == "conclusion" and o.outcome == "passed"]
+        if passed:
+            parts.append(f"{len(passed)} other check(s) passed: " + "; ".join(o.summary for o in passed))
         return Verdict(claim.id, "fails", "; ".join(parts), check)
     broken = [o for o in mine if o.outcome == "error"]
     weak = [o for o in mine if o.role == "assumption" and o.outcome == "failed"]

@@ -29,9 +29,11 @@ def test_theory_verdict_folds_outcomes(outcomes, expected):
     assert theory_verdict(CLAIM, outcomes).status == expected
 
 
-def test_failing_verdict_carries_the_failure_message():
+def test_failing_verdict_carries_the_failure_message_and_what_still_passed():
     v = theory_verdict(CLAIM, [_o("failed", msg="assert 0.3 < 1e-9")])
     assert "assert 0.3 < 1e-9" in v.evidence and "t.py::test_failed_conclusion" in v.check
+    v = theory_verdict(CLAIM, [_o("passed", "refutes"), _o("passed")])
+    assert v.status == "fails" and v.evidence.endswith("1 other check(s) passed: conclusion passed")
 
 
 def test_collection_error_makes_the_claim_inconclusive_not_silently_not_run():

@@ -1,11 +1,13 @@
 """A minimal but real training loop on CPU datasets (``experiments.data``) writing a run directory.
 
-``train(config, run_dir)``: SGD with Nesterov momentum, a ``step`` or ``cosine`` lr schedule (set per
-epoch from a pure function of the epoch, so no scheduler state can drift), a tqdm bar, a checkpoint
-after every epoch, resume from it, and no work at all for a finished run. Shuffling uses a
-generator seeded by ``(seed, epoch)`` and the global torch RNG state is checkpointed, so a run killed
-after any epoch resumes to bit-identical weights and metrics on CPU (``tests/test_train.py``).
-A non-finite loss raises ``FloatingPointError`` naming the global step.
+``train(config, run_dir)``: SGD with Nesterov momentum (weight decay on every parameter except those
+a model's ``no_weight_decay()`` names, see ``parameter_groups``), optional label smoothing, a
+``step`` or ``cosine`` lr schedule (set per epoch from a pure function of the epoch, so no scheduler
+state can drift), a tqdm bar, a checkpoint after every epoch, resume from it, and no work at all for
+a finished run. Shuffling uses a generator seeded by ``(seed, epoch)`` and the global torch RNG
+state is checkpointed, so a run killed after any epoch resumes to bit-identical weights and metrics
+on CPU (``tests/test_train.py``). A non-finite loss raises ``FloatingPointError`` naming the global
+step.
 
 ``load_run(run_dir) -> (model, config)`` rebuilds the model from the run for analyses.
 """
@@ -23,7 +25,7 @@ from analysis.models import build_model
 from experiments.data import ImageDataset, iterate_batches, load_dataset
 from experiments.rundir import RunDir, TrainConfig
 
-__all__ = ["train", "load_run", "lr_at_epoch", "evaluate", "add_subcommand", "TrainResult"]
+__all__ = ["train", "load_run", "lr_at_epoch", "evaluate", "parameter_groups", "add_subcommand", "TrainResult"]
 
 
 def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
@@ -56,6 +58,28 @@ def evaluate(model: nn.Module, data: ImageDataset, split: str = "test", batch_si
     return total_loss / n, correct / n
 
 
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """SGD parameter groups: weight decay on every parameter except those ``model.no_weight_decay()`` names.
+
+    Without such a method (or with an empty set) there is one group, as in the ResNEst authors' code
+    (BN and biases decayed too), so checkpoints of older runs keep their one-group optimizer state.
+    Otherwise the named parameters (the Newton-CG nets' alpha/beta scalars, which the ND authors keep
+    out of weight decay) form a second group with ``weight_decay=0``; a name that is not a parameter
+    raises, since a silent miss would decay what the model asked to exclude.
+    """
+    named = dict(model.named_parameters())
+    excluded = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) else set()
+    unknown = sorted(excluded - set(named))
+    if unknown:
+        raise ValueError(f"{type(model).__name__}.no_weight_decay() names {unknown}, which are not parameters "
+                         f"of the model; expected names from named_parameters(), e.g. {next(iter(named), '')!r}")
+    decayed = [p for n, p in named.items() if n not in excluded]
+    if not excluded:
+        return [{"params": decayed, "weight_decay": weight_decay}]
+    return [{"params": decayed, "weight_decay": weight_decay},
+            {"params": [p for n, p in named.items() if n in excluded], "weight_decay": 0.0}]
+
+
 class TrainResult(dict):
     """``{"epochs_run": int, "finished": bool, "metrics": list[dict]}``."""
 
@@ -79,9 +103,8 @@ def train(config: TrainConfig, run_dir: Path | str, *, progress: bool = True,
 
     torch.manual_seed(config.seed)
     model = _build(config, data).to(device)
-    # Weight decay on every parameter, as in the authors' code (BN and bias included).
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                nesterov=config.nesterov and config.momentum > 0,
+    optimizer = torch.optim.SGD(parameter_groups(model, config.weight_decay), lr=config.lr,
+                                momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
                                 weight_decay=config.weight_decay)
     start_epoch, metrics = 0, []
     ckpt = rd.load_checkpoint(map_location=device)
@@ -115,7 +138,7 @@ def train(config: TrainConfig, run_dir: Path | str, *, progress: bool = True,
             for i, (x, y) in enumerate(batches):
                 x, y = x.to(device), y.to(device)
                 logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 if not torch.isfinite(loss):
                     step = epoch * steps_per_epoch + i
                     raise FloatingPointError(
@@ -194,6 +217,8 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--schedule", choices=("step", "cosine"), default="cosine")
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="label smoothing of the training loss, in [0, 1) (default: %(default)s)")
     p.add_argument("--augment", action="store_true", help="reflect-pad crop + horizontal flip")
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--no-progress", action="store_true")
@@ -206,7 +231,8 @@ def _cmd_train(args) -> int:
         model_options=dict(_parse_option(o) for o in args.option),
         dataset_options=dict(_parse_option(o) for o in args.data_option),
         seed=args.seed, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        weight_decay=args.weight_decay, momentum=args.momentum, schedule=args.schedule, augment=args.augment)
+        weight_decay=args.weight_decay, momentum=args.momentum, schedule=args.schedule, augment=args.augment,
+        label_smoothing=args.label_smoothing)
     result = train(config, args.out, progress=not args.no_progress)
     if result["epochs_run"] == 0:
         print(f"{args.out}: already finished ({config.epochs} epochs); nothing to do")

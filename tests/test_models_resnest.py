@@ -11,8 +11,8 @@ from analysis.models.resnest_family import CifarResNEst
 
 TINY = {"width": 2}
 # The other families have their own test modules with their own tiny options.
-RESNEST_FAMILY = [n for n in list_models() if model_info(n).builder.__module__ == "analysis.models.resnest_family"
-                  and "wrn" not in n]  # 2/4/8 channels: every registered depth builds and runs in well under a second
+ALL_RESNEST_FAMILY = [n for n in list_models() if model_info(n).builder.__module__ == "analysis.models.resnest_family"]
+RESNEST_FAMILY = [n for n in ALL_RESNEST_FAMILY if "wrn" not in n]  # 2/4/8 channels: every registered depth builds and runs in well under a second
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,49 @@ def test_registry_records_source_and_rejects_bad_input():
         CifarResNEst(variant="plain")
     with pytest.raises(TypeError, match="width must be an integer; got float"):
         build_model("resnet20", width=2.0)
+
+
+def _affinity_defect(model: nn.Module, x: torch.Tensor, y: torch.Tensor, a: float) -> float:
+    """max |f(a x + (1-a) y) - (a f(x) + (1-a) f(y))| / max |f|, which is 0 for an affine f."""
+    with torch.no_grad():
+        fx, fy, fmix = model(x), model(y), model(a * x + (1 - a) * y)
+        return float((fmix - (a * fx + (1 - a) * fy)).abs().max() / torch.stack([fx, fy]).abs().max())
+
+
+@pytest.mark.parametrize("name", ALL_RESNEST_FAMILY)
+def test_every_builder_takes_activations_false(name):
+    linear = build_model(name, num_classes=5, width=2, activations=False)
+    assert not [n for n, m in linear.named_modules() if isinstance(m, nn.ReLU)]
+    assert any(isinstance(m, nn.Identity) for m in linear.modules())
+
+
+# Depth 20 and WRN-16 of each head: the deeper builders share the code path (checked above for no ReLU).
+@pytest.mark.parametrize("name", [n for n in ALL_RESNEST_FAMILY if n.endswith(("20", "wrn16_8"))])
+def test_activations_false_gives_an_affine_model(name):
+    """``activations=False``: no ReLU module is left and, in eval mode, the model is affine in its input."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    x, y = (torch.randn(2, 3, 16, 16, generator=gen, dtype=torch.float64) for _ in range(2))
+    linear = build_model(name, num_classes=5, width=2, activations=False).double().eval()
+    # Non-trivial eval-mode BN (default running stats make it almost the identity).
+    for m in linear.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5, generator=gen)
+            m.running_var.uniform_(0.5, 2.0, generator=gen)
+            m.bias.data.uniform_(-0.5, 0.5, generator=gen)
+    relu = build_model(name, num_classes=5, width=2).double().eval()
+    relu.load_state_dict(linear.state_dict())  # same weights: only the activations differ
+    assert not [n for n, m in linear.named_modules() if isinstance(m, nn.ReLU)]
+    assert any(isinstance(m, nn.ReLU) for m in relu.modules())
+    # Float64 through <= 38 conv/BN layers: rounding grows like depth * fan-in * eps ~ 1e-13 relative,
+    # so 1e-10 leaves three orders of margin while a single ReLU kink gives O(1e-2) or more.
+    assert _affinity_defect(linear, x, y, 0.3) < 1e-10
+    # Control: the same weights with ReLUs are not affine, so the check above can fail.
+    assert _affinity_defect(relu, x, y, 0.3) > 1e-4
+
+
+def test_activations_must_be_a_bool():
+    with pytest.raises(TypeError, match="activations must be True or False; got int 0"):
+        build_model("resnet20", width=2, activations=0)
+    with pytest.raises(TypeError, match="activations must be True or False; got str 'no'"):
+        build_model("a_resnest_wrn16_8", width=2, activations="no")

@@ -8,7 +8,8 @@ import torch
 
 from experiments.data import load_dataset
 from experiments.rundir import METRIC_FIELDS, RunDir, TrainConfig
-from experiments.train import load_run, lr_at_epoch, train
+from analysis.models import build_model
+from experiments.train import load_run, lr_at_epoch, parameter_groups, train
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,61 @@ def test_learning_rate_schedules():
     assert [round(lr_at_epoch(step, e), 6) for e in (0, 59, 60, 120, 160, 199)] == [0.1, 0.1, 0.02, 0.004, 0.0008, 0.0008]
     cos = TrainConfig(model="resnet20", epochs=10, lr=0.1, schedule="cosine")
     assert lr_at_epoch(cos, 0) == 0.1 and abs(lr_at_epoch(cos, 5) - 0.05) < 1e-12
+
+
+def _optimizer_groups_by_name(optimizer, model):
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [({names[id(p)] for p in g["params"]}, g["weight_decay"]) for g in optimizer.param_groups]
+
+
+def test_no_weight_decay_parameters_get_their_own_group():
+    model = build_model("newton_cgnet10", num_classes=4, width=2)
+    excluded = model.no_weight_decay()
+    assert excluded and all(n.endswith(("alphas", "betas")) for n in excluded)
+    optimizer = torch.optim.SGD(parameter_groups(model, 5e-4), lr=0.1, weight_decay=5e-4)
+    (decayed, wd), (kept, wd0) = _optimizer_groups_by_name(optimizer, model)
+    assert kept == excluded and wd0 == 0.0
+    assert wd == 5e-4 and decayed == {n for n, _ in model.named_parameters()} - excluded
+
+
+def test_models_without_no_weight_decay_keep_one_group():
+    model = build_model("resnest20", num_classes=4, width=2)
+    (group,) = parameter_groups(model, 1e-3)
+    assert group["weight_decay"] == 1e-3 and len(group["params"]) == len(list(model.parameters()))
+
+    class Typo(torch.nn.Linear):
+        def no_weight_decay(self):
+            return {"weights"}
+
+    with pytest.raises(ValueError, match=r"Typo.no_weight_decay\(\) names \['weights'\], which are not parameters"):
+        parameter_groups(Typo(2, 2), 1e-3)
+
+
+def test_newton_cgnet_run_checkpoints_and_resumes_its_two_groups(tmp_path, data):
+    cfg = _config(model="newton_cgnet10", model_options={"width": 2}, epochs=2, weight_decay=0.5)
+    train(cfg, tmp_path, progress=False, data=data, max_epochs_this_call=1)
+    opt = RunDir(tmp_path).load_checkpoint()["optimizer"]
+    assert [g["weight_decay"] for g in opt["param_groups"]] == [0.5, 0.0]
+    assert train(cfg, tmp_path, progress=False, data=data)["finished"]  # the two-group state reloads
+
+
+def test_label_smoothing_config_and_training(tmp_path, data):
+    with pytest.raises(ValueError, match="label_smoothing"):
+        _config(label_smoothing=1.0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        _config(label_smoothing=-0.1)
+    plain = train(_config(epochs=1), tmp_path / "plain", progress=False, data=data)["metrics"][0]
+    smooth = train(_config(epochs=1, label_smoothing=0.3), tmp_path / "smooth", progress=False, data=data)["metrics"][0]
+    # Same seed, data and initial weights: the training loss can only differ if smoothing is applied.
+    assert smooth["loss"] != plain["loss"]
+
+
+def test_config_files_of_older_runs_still_load(tmp_path):
+    old = _config().to_dict()
+    del old["label_smoothing"]  # a config.json written before the field existed
+    rd = RunDir(tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    rd.config_path.write_text(json.dumps(old))
+    cfg = rd.load_config()
+    assert cfg.label_smoothing == 0.0 and cfg == _config()
+    rd.init(_config())  # resuming it with today's defaults is the same config, not a conflict

@@ -13,6 +13,9 @@ Architecture facts follow the authors' public code (CLAIMS.md, "Public implement
   ``a_resnest``  RN eq. (6): logits = H_0 pool(x) + sum_k H_k pool(v_k), one linear map per feature,
                  with the last block's second conv and the final head dropped (nothing reads them).
 
+Every builder takes ``activations: bool = True``; ``False`` passes ``act_layer=nn.Identity``, so no
+ReLU remains (the head's too) and the model in eval mode is affine in its input (the linear experiments).
+
 Every model exposes ``pooled_block_features(x) -> [pool(x), pool(v_1), ..., pool(v_L)]`` (the
 features the A-ResNEst heads see, v_0 = the input image) and ``forward_with_block_features(x)``
 returning ``(logits, features)`` from one forward pass.
@@ -138,10 +141,19 @@ _DESCRIPTIONS = {
 _PREFIX = {"standard": "resnet", "resnest": "resnest", "bn_resnest": "bn_resnest", "a_resnest": "a_resnest"}
 
 
+def _act_layer(activations) -> type[nn.Module]:
+    """``nn.ReLU``, or ``nn.Identity`` for ``activations=False`` (the linear experiments)."""
+    # A truthy non-bool (1, "no") would silently pick a branch; a config typo must fail loudly.
+    if not isinstance(activations, bool):
+        raise TypeError(f"activations must be True or False; got {type(activations).__name__} {activations!r}")
+    return nn.ReLU if activations else nn.Identity
+
+
 def _make_builder(depth: int, variant: str):
-    def builder(num_classes: int = 10, width: int = 16, in_channels: int = 3) -> CifarResNEst:
+    def builder(num_classes: int = 10, width: int = 16, in_channels: int = 3,
+                activations: bool = True) -> CifarResNEst:
         return CifarResNEst(depth=depth, variant=variant, num_classes=num_classes, width=width,
-                            in_channels=in_channels)
+                            in_channels=in_channels, act_layer=_act_layer(activations))
 
     name = f"{_PREFIX[variant]}{depth}"
     builder.__name__ = builder.__qualname__ = name
@@ -172,7 +184,7 @@ def _make_wrn_builder(tag: str, depth: int, widen: int, variant: str):
     def builder(num_classes: int = 10, width: int = 16 * widen, in_channels: int = 3,
                 activations: bool = True) -> CifarResNEst:
         return CifarResNEst(depth=depth - 2, variant=variant, num_classes=num_classes, width=width,
-                            in_channels=in_channels, act_layer=nn.ReLU if activations else nn.Identity)
+                            in_channels=in_channels, act_layer=_act_layer(activations))
 
     prefix = "" if variant == "standard" else f"{variant}_"
     name = f"{prefix}{tag}"

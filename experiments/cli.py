@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules that define ``add_subcommand(subparsers)``; each sets ``func`` on its parser.
-_SUBCOMMAND_MODULES: list[str] = ["experiments.models_cli", "experiments.train", "experiments.risk_gap_cli"]
+_SUBCOMMAND_MODULES: list[str] = ["experiments.models_cli", "experiments.train", "experiments.risk_gap_cli", "experiments.landscape_cli"]
 
 
 def _subcommand_adders():

@@ -1,0 +1,406 @@
+"""``blockaudit landscape RUN_DIR`` and ``blockaudit curvature RUN_DIR``: loss landscape and Hessian of a run.
+
+``landscape`` evaluates a seeded random-direction grid (Li et al. 2018 filter normalisation by
+default; ``analysis.landscape``) around the run's trained weights on ``--samples`` training images
+and writes ``landscape.npz`` + ``landscape.json`` (``LandscapeResult.save``), ``landscape.png``
+(filled contour in 2-D, loss and accuracy curve in 1-D) and ``landscape.md``.
+
+``curvature`` builds the Hessian of the mean training loss (``analysis.curvature``) and writes the
+top-k and most negative eigenvalues (one Lanczos run), a Hutch++ trace and the stochastic Lanczos
+quadrature density: ``curvature.json``, ``curvature.png`` and ``curvature.md``.
+
+Both write into the run directory or ``--out``. BatchNorm is always an explicit choice (``--bn``,
+default ``eval``: the trained running statistics, i.e. the model as deployed), so a model is never
+evaluated in train mode by accident.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["LandscapeConfig", "CurvatureConfig", "run_landscape", "run_curvature", "add_subcommand"]
+
+
+@dataclass
+class LandscapeConfig:
+    run_dir: Path
+    dim: int = 2
+    points: int = 21
+    range: float = 1.0
+    norm: str = "filter"
+    seed: int = 0
+    bn: str = "eval"
+    samples: int = 1024
+    batch_size: int = 256
+    chunk_size: int | None = None
+    levels: str = "auto"
+    device: str = "cpu"
+    out: Path | None = None
+    progress: bool = False
+
+
+@dataclass
+class CurvatureConfig:
+    run_dir: Path
+    top_k: int = 3
+    lanczos_steps: int = 30
+    probes: int = 10
+    samples: int = 512
+    module: str | None = None
+    bn: str = "eval"
+    seed: int = 0
+    batch_size: int = 256
+    device: str = "cpu"
+    out: Path | None = None
+
+
+def _load(run_dir, device: str):
+    """Model (eval mode, on ``device``) and config of a run; a missing directory is named in the error."""
+    from experiments.train import load_run
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run directory {path} does not exist; pass a folder written by `blockaudit train`")
+    return load_run(path, map_location=device)
+
+
+def _training_batches(config, samples: int, seed: int, batch_size: int, device: str,
+                      dtype: torch.dtype = torch.float32) -> list:
+    """``samples`` training images drawn without replacement (seeded), as normalised batches on ``device``.
+
+    A seeded subset rather than the first N keeps the class balance of a dataset stored by class.
+    """
+    from experiments.data import iterate_batches, load_dataset
+
+    data = load_dataset(config.dataset, **config.dataset_options)
+    x, y = data.train_images, data.train_labels
+    if samples < y.shape[0]:
+        idx = torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(seed))[:samples]
+        x, y = x[idx], y[idx]
+    return [(xb.to(device), yb.to(device)) for xb, yb in iterate_batches(x, y, batch_size, data.mean, data.std,
+                                                                           dtype=dtype)]
+
+
+def _out_dir(cfg) -> Path:
+    out = Path(cfg.out) if cfg.out is not None else Path(cfg.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# landscape
+# ----------------------------------------------------------------------------------------------
+
+def _check_landscape(cfg: LandscapeConfig) -> None:
+    from analysis.landscape import BN_CHOICES
+    from analysis.validation import check_choice, check_int, check_real
+
+    check_int("--dim", cfg.dim, min_value=1, max_value=2)
+    if isinstance(cfg.points, int) and not isinstance(cfg.points, bool) and cfg.points < 1:
+        raise ValueError(f"--points must be >= 1 (grid points per axis); got {cfg.points}, a grid of size 0. "
+                         "Use e.g. --points 21.")
+    check_int("--points", cfg.points, min_value=1)
+    check_real("--range", cfg.range, min_value=0.0, include_min=False)
+    # "none" (raw Gaussian) is left out on purpose: unnormalised directions make landscapes of
+    # different models incomparable, which is the whole point of the figure.
+    check_choice("--norm", cfg.norm, ("filter", "layer", "model"))
+    check_int("--seed", cfg.seed, min_value=0)
+    check_choice("--bn", cfg.bn, BN_CHOICES)
+    check_int("--samples", cfg.samples, min_value=1)
+    check_int("--batch-size", cfg.batch_size, min_value=1)
+    if cfg.chunk_size is not None:
+        check_int("--chunk-size", cfg.chunk_size, min_value=1)
+    check_choice("--levels", cfg.levels, ("auto", "linear", "log"))
+
+
+def _log_levels(choice: str, loss: np.ndarray) -> bool:
+    # Far from theta* the loss of a BN net in eval mode explodes (thousands vs ~1 at the centre);
+    # linear levels then put the whole basin in one colour, so "auto" spaces them geometrically
+    # once the range spans more than two decades.
+    if choice != "auto":
+        return choice == "log"
+    lo, hi = float(np.nanmin(loss)), float(np.nanmax(loss))
+    return lo > 0 and hi / lo > 100
+
+
+def _centre_loss(model, batches) -> tuple[float, float]:
+    """Loss and accuracy of the unperturbed model (eval mode) on ``batches``: the grid's origin."""
+    import torch.nn.functional as F
+
+    total, correct, n = 0.0, 0.0, 0
+    with torch.no_grad():
+        for x, y in batches:
+            logits = model(x)
+            total += float(F.cross_entropy(logits, y, reduction="sum").double())
+            correct += float((logits.argmax(-1) == y).sum())
+            n += int(y.shape[0])
+    return total / n, correct / n
+
+
+def run_landscape(cfg: LandscapeConfig):
+    """Evaluate the landscape of ``cfg.run_dir`` and write the report; return the result and the files."""
+    from analysis.landscape import (grid_axis, loss_landscape, plot_contour, plot_curve, random_directions,
+                                    save_figure)
+
+    _check_landscape(cfg)
+    model, config = _load(cfg.run_dir, cfg.device)
+    batches = _training_batches(config, cfg.samples, cfg.seed, cfg.batch_size, cfg.device)
+    directions = random_directions(model, cfg.dim, seed=cfg.seed, normalization=cfg.norm, ignore="biasbn")
+    axis = grid_axis(-cfg.range, cfg.range, cfg.points)
+    t0 = time.perf_counter()
+    result = loss_landscape(model, directions, batches, axis, axis if cfg.dim == 2 else None, bn=cfg.bn,
+                            chunk_size=cfg.chunk_size, progress=cfg.progress)
+    seconds = time.perf_counter() - t0
+    centre_loss, centre_acc = _centre_loss(model, batches)
+    result.meta.update({"run_dir": str(cfg.run_dir), "model": config.model, "dataset": config.dataset,
+                        "model_options": config.model_options, "seconds": seconds,
+                        "points_per_second": result.loss.size / seconds if seconds > 0 else None,
+                        "centre_loss": centre_loss, "centre_accuracy": centre_acc,
+                        "samples_seed": cfg.seed, "range": cfg.range})
+
+    log = _log_levels(cfg.levels, result.loss)
+    result.meta["log_levels"] = log
+    out = _out_dir(cfg)
+    npz, js = result.save(out / "landscape")
+    title = f"{config.model} on {config.dataset} ({cfg.norm}-normalised, seed {cfg.seed}, bn={result.bn})"
+    if cfg.dim == 2:
+        fig = plot_contour(result, title=title, log=log)
+    else:
+        fig = plot_curve(result, title=title)
+        if log:
+            fig.axes[0].set_yscale("log")
+    png = save_figure(fig, out / "landscape.png")
+    md = out / "landscape.md"
+    md.write_text(_landscape_markdown(cfg, config, result, seconds))
+    return result, [md, npz, js, png]
+
+
+def _landscape_markdown(cfg: LandscapeConfig, config, result, seconds: float) -> str:
+    loss = result.loss
+    grid = " x ".join(str(s) for s in result.shape)
+    imin, imax = np.unravel_index(np.nanargmin(loss), loss.shape), np.unravel_index(np.nanargmax(loss), loss.shape)
+
+    def at(index) -> str:
+        coords = [result.alphas[index[0]]] + ([result.betas[index[1]]] if result.ndim == 2 else [])
+        return "(" + ", ".join(f"{c:+.3g}" for c in coords) + ")"
+
+    lines = [
+        f"# Loss landscape of `{config.model}` on `{config.dataset}`",
+        "",
+        f"Run: `{cfg.run_dir}`.",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| grid | {grid} points over [-{cfg.range:g}, {cfg.range:g}]{'^2' if cfg.dim == 2 else ''} |",
+        f"| directions | {cfg.dim} Gaussian, seed {cfg.seed}, {cfg.norm} normalisation, biases/BN ignored |",
+        f"| BatchNorm | {result.bn} |",
+        f"| data | {result.num_samples} training images (seeded subset, seed {cfg.seed}) |",
+        f"| loss | {result.loss_name} (contour levels {'log' if result.meta.get('log_levels') else 'linear'}) |",
+        f"| evaluation | {seconds:.2f} s, {result.loss.size / max(seconds, 1e-12):.1f} points/s, "
+        f"chunk size {result.meta.get('chunk_size')}, {result.meta.get('device')} |",
+        "",
+        "| quantity | loss | where |",
+        "|---|---|---|",
+        f"| centre (trained weights) | {result.meta['centre_loss']:.6g} | origin, accuracy "
+        f"{100 * result.meta['centre_accuracy']:.1f}% |",
+        f"| minimum on the grid | {loss[imin]:.6g} | {at(imin)} |",
+        f"| maximum on the grid | {loss[imax]:.6g} | {at(imax)} |",
+        "",
+        "![loss landscape](landscape.png)",
+        "",
+        "Coordinates are multiples of the direction vectors; with filter normalisation every filter of a "
+        "direction has the norm of the corresponding trained filter (Li et al. 2018, eq. (1)), so 1.0 is a "
+        "perturbation as large as the weights themselves. Data: `landscape.npz` (alphas, betas, loss, accuracy) "
+        "and `landscape.json` (directions, BatchNorm choice, settings); reload with "
+        "`analysis.landscape.LandscapeResult.load`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# curvature
+# ----------------------------------------------------------------------------------------------
+
+def _check_curvature(cfg: CurvatureConfig) -> None:
+    from analysis.curvature import CURVATURE_BN_CHOICES
+    from analysis.validation import check_choice, check_int
+
+    check_int("--top-k", cfg.top_k, min_value=1)
+    check_int("--lanczos-steps", cfg.lanczos_steps, min_value=1)
+    if cfg.lanczos_steps < cfg.top_k:
+        raise ValueError(f"--lanczos-steps must be at least --top-k ({cfg.top_k}) to give {cfg.top_k} Ritz "
+                         f"values; got {cfg.lanczos_steps}")
+    check_int("--probes", cfg.probes, min_value=1)
+    check_int("--samples", cfg.samples, min_value=1)
+    check_int("--seed", cfg.seed, min_value=0)
+    check_int("--batch-size", cfg.batch_size, min_value=1)
+    check_choice("--bn", cfg.bn, CURVATURE_BN_CHOICES)
+
+
+def run_curvature(cfg: CurvatureConfig):
+    """Eigenvalues, trace and spectral density of the Hessian of ``cfg.run_dir``; return the summary and files."""
+    from analysis.curvature import (HessianOperator, hutchpp_trace, lanczos, plot_spectral_density,
+                                    spectral_density)
+    from analysis.landscape import save_figure
+
+    _check_curvature(cfg)
+    model, config = _load(cfg.run_dir, cfg.device)
+    # float64 so the Lanczos recurrence and its error bounds are not limited by float32 rounding.
+    model = model.double()
+    batches = _training_batches(config, cfg.samples, cfg.seed, cfg.batch_size, cfg.device, torch.float64)
+    op = HessianOperator(model, batches, bn=cfg.bn, submodule=cfg.module)
+    steps = min(cfg.lanczos_steps, op.dim)
+    k = min(cfg.top_k, steps)
+
+    t0 = time.perf_counter()
+    # One Lanczos run serves both ends of the spectrum (the Ritz values converge to the extremes
+    # first), instead of the two runs two calls of hessian_eigenvalues would cost.
+    res = lanczos(op, steps, seed=cfg.seed, keep_basis=False)
+    theta, s = res.ritz(0)
+    bounds = np.abs(res.residual[0] * s[-1])
+    top = np.argsort(theta)[::-1][:k]
+    bottom = int(np.argmin(theta))
+    t_eig = time.perf_counter() - t0
+    # Hutch++ needs >= 4 products; 3 per probe keeps its sketch/Hutchinson split at 1:1:1.
+    trace = hutchpp_trace(op, max(4, 3 * cfg.probes), seed=cfg.seed)
+    t_trace = time.perf_counter() - t0 - t_eig
+    density = spectral_density(op, num_vectors=cfg.probes, num_steps=steps, seed=cfg.seed)
+    t_density = time.perf_counter() - t0 - t_eig - t_trace
+
+    summary = {
+        "run_dir": str(cfg.run_dir), "model": config.model, "dataset": config.dataset,
+        "module": cfg.module, "dim": op.dim, "bn": op.bn, "num_samples": op.num_samples, "loss": op.loss(),
+        "lanczos_steps": steps, "seed": cfg.seed,
+        "top_eigenvalues": theta[top].tolist(), "top_error_bounds": bounds[top].tolist(),
+        "min_eigenvalue": float(theta[bottom]), "min_error_bound": float(bounds[bottom]),
+        "trace": {"value": trace.value, "std_error": trace.std_error, "num_matvecs": trace.num_matvecs,
+                  "method": trace.method},
+        "density": {"nodes": density.nodes.tolist(), "weights": density.weights.tolist(),
+                    "num_vectors": cfg.probes, "num_matvecs": density.num_matvecs},
+        "num_matvecs": op.num_matvecs,
+        "seconds": {"eigenvalues": t_eig, "trace": t_trace, "density": t_density},
+    }
+    out = _out_dir(cfg)
+    js = out / "curvature.json"
+    js.write_text(json.dumps(summary, indent=2))
+    where = f" (block `{cfg.module}`)" if cfg.module else ""
+    fig = plot_spectral_density(density, title=f"{config.model}{where}: Hessian spectral density (SLQ)")
+    png = save_figure(fig, out / "curvature.png")
+    md = out / "curvature.md"
+    md.write_text(_curvature_markdown(cfg, summary, where))
+    return summary, [md, js, png]
+
+
+def _curvature_markdown(cfg: CurvatureConfig, s: dict, where: str) -> str:
+    rows = [f"| top {i + 1} | {v:.6g} | {b:.2g} |"
+            for i, (v, b) in enumerate(zip(s["top_eigenvalues"], s["top_error_bounds"]))]
+    rows.append(f"| most negative | {s['min_eigenvalue']:.6g} | {s['min_error_bound']:.2g} |")
+    t = s["trace"]
+    secs = s["seconds"]
+    lines = [
+        f"# Hessian curvature of `{s['model']}`{where} on `{s['dataset']}`",
+        "",
+        f"Run: `{cfg.run_dir}`; Hessian of the mean cross-entropy over {s['num_samples']} training images "
+        f"(seeded subset) with respect to {s['dim']} parameters; BatchNorm `{s['bn']}`; loss {s['loss']:.6g}.",
+        "",
+        "| eigenvalue | value | error bound |",
+        "|---|---|---|",
+        *rows,
+        "",
+        f"Trace (Hutch++, {t['num_matvecs']} products): {t['value']:.6g} +- {t['std_error']:.2g} (std. error "
+        "of the Hutchinson part).",
+        "",
+        "![spectral density](curvature.png)",
+        "",
+        f"- Eigenvalues: one Lanczos run of {s['lanczos_steps']} steps with full reorthogonalisation; an "
+        "eigenvalue of H lies within the error bound |beta_m s_mi| of each Ritz value (Parlett, Thm 13.1.1). "
+        "A negative smallest eigenvalue beyond its bound means the trained point is not a local minimum of "
+        "this loss (a saddle, or not yet converged).",
+        f"- Density: stochastic Lanczos quadrature over {s['density']['num_vectors']} Rademacher probes, "
+        "Gaussian-smoothed, log scale.",
+        f"- Time: eigenvalues {secs['eigenvalues']:.2f} s, trace {secs['trace']:.2f} s, density "
+        f"{secs['density']:.2f} s; {s['num_matvecs']} Hessian-vector products in all (float64).",
+        "- Data: `curvature.json` (every number above, the quadrature nodes and weights).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------
+
+def add_subcommand(subparsers) -> None:
+    p = subparsers.add_parser("landscape", help="loss landscape around a trained run (filled contour or 1-D curve)",
+                              description="Evaluate a seeded random-direction loss landscape (Li et al. 2018 "
+                                          "filter normalisation) around RUN_DIR's weights; write landscape.npz/"
+                                          "json/png/md.")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="run directory written by `blockaudit train`")
+    p.add_argument("--dim", type=int, choices=(1, 2), default=2, help="1-D curve or 2-D contour (default: 2)")
+    p.add_argument("--points", type=int, default=21, help="grid points per axis (default: %(default)s)")
+    p.add_argument("--range", type=float, default=1.0, help="grid covers [-R, R] per axis (default: %(default)s)")
+    p.add_argument("--norm", choices=("filter", "layer", "model"), default="filter",
+                   help="direction normalisation (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the directions and the image subset")
+    p.add_argument("--bn", choices=("eval", "recalibrate"), default="eval",
+                   help="BatchNorm: trained running statistics, or recomputed at every point (default: eval)")
+    p.add_argument("--samples", type=int, default=1024, help="training images to evaluate on (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="grid points per batched forward (default: chosen from free memory)")
+    p.add_argument("--levels", choices=("auto", "linear", "log"), default="auto",
+                   help="contour level spacing; auto = log when the loss spans > 2 decades (default: auto)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_landscape)
+
+    c = subparsers.add_parser("curvature", help="Hessian eigenvalues, trace and spectral density of a trained run",
+                              description="Top-k and most negative Hessian eigenvalues (Lanczos), Hutch++ trace "
+                                          "and SLQ spectral density at RUN_DIR's weights; write curvature.json/png/md.")
+    c.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="run directory written by `blockaudit train`")
+    c.add_argument("--top-k", type=int, default=3, help="largest eigenvalues to report (default: %(default)s)")
+    c.add_argument("--lanczos-steps", type=int, default=30, help="Lanczos steps (default: %(default)s)")
+    c.add_argument("--probes", type=int, default=10, help="SLQ probe vectors; Hutch++ uses 3 products each")
+    c.add_argument("--samples", type=int, default=512, help="training images (default: %(default)s)")
+    c.add_argument("--module", default=None, metavar="NAME",
+                   help="restrict to the parameters of this submodule (e.g. a block's name)")
+    c.add_argument("--bn", choices=("eval", "batch"), default="eval",
+                   help="BatchNorm: running statistics fixed, or batch statistics (default: eval)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the probes and the image subset")
+    c.add_argument("--batch-size", type=int, default=256)
+    c.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    c.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR)")
+    c.set_defaults(func=_cmd_curvature)
+
+
+def _cmd_landscape(args) -> int:
+    cfg = LandscapeConfig(run_dir=args.run_dir, dim=args.dim, points=args.points, range=args.range,
+                          norm=args.norm, seed=args.seed, bn=args.bn, samples=args.samples,
+                          batch_size=args.batch_size, chunk_size=args.chunk_size, levels=args.levels, device=args.device,
+                          out=args.out, progress=not args.no_progress)
+    result, files = run_landscape(cfg)
+    m = result.meta
+    print(f"{m['model']} on {m['dataset']}: {' x '.join(map(str, result.shape))} grid, bn={result.bn}, "
+          f"{result.num_samples} images, {m['seconds']:.2f} s")
+    print(f"loss: centre {m['centre_loss']:.4g}, min {np.nanmin(result.loss):.4g}, max {np.nanmax(result.loss):.4g}")
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _cmd_curvature(args) -> int:
+    cfg = CurvatureConfig(run_dir=args.run_dir, top_k=args.top_k, lanczos_steps=args.lanczos_steps,
+                          probes=args.probes, samples=args.samples, module=args.module, bn=args.bn,
+                          seed=args.seed, batch_size=args.batch_size, device=args.device, out=args.out)
+    s, files = run_curvature(cfg)
+    print(f"{s['model']}{' / ' + s['module'] if s['module'] else ''}: dim {s['dim']}, loss {s['loss']:.4g}")
+    print("top eigenvalues: " + ", ".join(f"{v:.4g}" for v in s["top_eigenvalues"])
+          + f"; most negative: {s['min_eigenvalue']:.4g}; trace (Hutch++): {s['trace']['value']:.4g}")
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0

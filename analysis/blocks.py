@@ -23,12 +23,17 @@ from typing import Callable
 import torch
 from torch import nn
 
-from analysis.validation import check_int
+from analysis.validation import check_bool, check_int
 
-__all__ = ["conv3x3", "conv1x1", "PreActBasicBlock", "init_weights_"]
+__all__ = ["conv3x3", "conv1x1", "PreActBasicBlock", "init_weights_", "activation_layer"]
 
 NormFactory = Callable[[int], nn.Module]
 ActFactory = Callable[[], nn.Module]
+
+
+def activation_layer(activations: bool, act_layer: ActFactory = nn.ReLU) -> ActFactory:
+    """``act_layer``, or ``nn.Identity`` for ``activations=False`` (the zoo's linear mode)."""
+    return act_layer if check_bool("activations", activations) else nn.Identity
 
 
 def init_weights_(model: nn.Module) -> nn.Module:

@@ -25,6 +25,7 @@ __all__ = [
     "check_positive_definite",
     "check_spectral_norm_below",
     "check_invertible",
+    "check_bool",
     "check_int",
     "check_real",
     "check_choice",
@@ -144,6 +145,13 @@ def check_invertible(name: str, value, *, max_condition: float = 1e12, assumptio
             f"(limit {max_condition:.0e})"
         )
     return arr
+
+
+def check_bool(name: str, value) -> bool:
+    """A real bool: a truthy non-bool (1, "no") would silently pick a branch, so a config typo fails loudly."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+    return value
 
 
 def check_int(name: str, value, *, min_value: int | None = None, max_value: int | None = None) -> int:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from analysis.validation import (
-    AssumptionError, as_matrix, as_vector, check_choice, check_int, check_invertible,
+    AssumptionError, as_matrix, check_bool, as_vector, check_choice, check_int, check_invertible,
     check_positive_definite, check_real, check_spectral_norm_below, check_square, check_symmetric,
 )
 
@@ -55,3 +55,9 @@ def test_scalar_checks():
         check_real("tau", 1.0, max_value=1.0, include_max=False)
     with pytest.raises(ValueError, match="loss must be one of 'squared', 'cross_entropy'; got 'l1'"):
         check_choice("loss", "l1", ["squared", "cross_entropy"])
+
+
+def test_bool_check_rejects_truthy_non_bools():
+    assert check_bool("activations", False) is False
+    with pytest.raises(TypeError, match="activations must be True or False; got int 0"):
+        check_bool("activations", 0)

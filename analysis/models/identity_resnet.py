@@ -34,7 +34,7 @@ import math
 import torch
 from torch import nn
 
-from analysis.blocks import conv3x3
+from analysis.blocks import activation_layer, conv3x3
 from analysis.models import register_model
 from analysis.models.oai_nets import ZeroPadShortcut
 from analysis.validation import check_int
@@ -109,4 +109,4 @@ def identity_resnet(num_classes: int = 10, width: int = 64, stem_width: int = 16
     """Hardt & Ma's all-convolutional ResNet: no batch norm, fixed random final projection (IM-cifar)."""
     return IdentityResNet(num_classes, width, stem_width, blocks_per_stage, preactivation=preactivation,
                           in_channels=in_channels, projection_seed=projection_seed,
-                          act_layer=nn.ReLU if activations else nn.Identity)
+                          act_layer=activation_layer(activations))

@@ -97,10 +97,10 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from analysis.blocks import conv1x1, conv3x3, init_weights_
+from analysis.blocks import activation_layer, conv1x1, conv3x3, init_weights_
 from analysis.models import register_model
 from analysis.models.resnest_family import CifarResNEst
-from analysis.validation import check_int, check_real
+from analysis.validation import check_bool, check_int, check_real
 
 __all__ = [
     "CGGradientBranches",
@@ -126,12 +126,6 @@ _PAPER_PARAMS = {10: "0.29M", 16: "0.48M", 22: "0.68M", 28: "0.87M", 56: "1.70M"
 def newton_cgnet_depth(cg_blocks_per_stage: Sequence[int]) -> int:
     """L of "L-{N1, N2, N3}": 2 layers per CG block plus the stem conv and the linear head."""
     return 2 * sum(cg_blocks_per_stage) + 2
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
-    return value
 
 
 def _check_dropout(dropout) -> float:
@@ -299,10 +293,10 @@ class NewtonCGNet(nn.Module):
         width = check_int("width", width, min_value=1)
         in_channels = check_int("in_channels", in_channels, min_value=1)
         dropout = _check_dropout(dropout)
-        self.activations = _check_bool("activations", activations)
+        self.activations = check_bool("activations", activations)
         self.depth = newton_cgnet_depth(self.cg_blocks_per_stage)
         self.num_classes, self.width = num_classes, width
-        act: ActFactory = nn.ReLU if activations else nn.Identity
+        act: ActFactory = activation_layer(self.activations)
 
         self.stem = nn.Sequential(conv3x3(in_channels, width), nn.BatchNorm2d(width), act())
         stages, channels = [], width
@@ -375,7 +369,7 @@ class PreActBottleneckResNet(nn.Module):
         num_classes = check_int("num_classes", num_classes, min_value=1)
         width = check_int("width", width, min_value=1)
         in_channels = check_int("in_channels", in_channels, min_value=1)
-        act: ActFactory = nn.ReLU if _check_bool("activations", activations) else nn.Identity
+        act: ActFactory = activation_layer(activations)
         self.depth, n = depth, (depth - 2) // 9
         self.stem = conv3x3(in_channels, width)
         blocks, channels = [], width
@@ -417,7 +411,7 @@ for _depth in CG_BLOCKS:
 
 
 def _resnest_standard(depth: int, num_classes: int, width: int, in_channels: int, activations: bool) -> CifarResNEst:
-    act: ActFactory = nn.ReLU if _check_bool("activations", activations) else nn.Identity
+    act: ActFactory = activation_layer(activations)
     return CifarResNEst(depth=depth, variant="standard", num_classes=num_classes, width=width,
                         in_channels=in_channels, act_layer=act)
 

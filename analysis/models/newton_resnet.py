@@ -67,9 +67,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from analysis.blocks import conv1x1, conv3x3
+from analysis.blocks import activation_layer, conv1x1, conv3x3
 from analysis.models import register_model
-from analysis.validation import check_int, check_real
+from analysis.validation import check_bool, check_int, check_real
 
 __all__ = ["BasicBlock", "NewtonBlock", "CifarResNet", "MODEL_NAMES", "STAGE_BLOCKS"]
 
@@ -95,12 +95,6 @@ _TABLE = {
     "newton_resnet_2211": "Table 1", "newton_resnet_3322": "Table 1", "newton_resnet_3432": "Table 4",
     "newton_resnet_1111": "Tables 2, 5", "newton_resnet_2222": "Tables 2, 5", "newton_resnet_3333": "Tables 2, 5",
 }
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
-    return value
 
 
 class BasicBlock(nn.Module):
@@ -171,7 +165,7 @@ class NewtonBlock(BasicBlock):
         super().__init__(in_channels, out_channels, stride, norm_layer=norm_layer, act_layer=act_layer)
         self.x_proj = check_int("x_proj", x_proj, min_value=0)
         self.lin_proj = check_int("lin_proj", lin_proj, min_value=0)
-        self.second_order_tanh = _check_bool("second_order_tanh", second_order_tanh)
+        self.second_order_tanh = check_bool("second_order_tanh", second_order_tanh)
         alpha_init = check_real("alpha_init", alpha_init)
         phi2: ActFactory = nn.Tanh if self.second_order_tanh else nn.Identity
         self.n1 = nn.Sequential(*(conv1x1(out_channels, out_channels) for _ in range(self.x_proj)))
@@ -229,12 +223,12 @@ class CifarResNet(nn.Module):
         num_classes = check_int("num_classes", num_classes, min_value=1)
         width = check_int("width", width, min_value=1)
         in_channels = check_int("in_channels", in_channels, min_value=1)
-        self.activations = _check_bool("activations", activations)
+        self.activations = check_bool("activations", activations)
         if not activations and block_options.get("second_order_tanh", False):
             raise ValueError("second_order_tanh=True adds a tanh, but activations=False removes every activation; "
                              "use one or the other")
         self.block, self.num_classes, self.width = block, num_classes, width
-        act_layer: ActFactory = nn.ReLU if activations else nn.Identity
+        act_layer: ActFactory = activation_layer(self.activations)
 
         self.stem = nn.Sequential(conv3x3(in_channels, width), norm_layer(width), act_layer())
         layers: list[nn.Module] = []

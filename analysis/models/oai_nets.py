@@ -70,7 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.blocks import conv1x1, conv3x3, init_weights_
+from analysis.blocks import activation_layer, conv1x1, conv3x3, init_weights_
 from analysis.models import register_model
 from analysis.oai import nesterov_h_weights
 from analysis.validation import check_int, check_real
@@ -85,10 +85,6 @@ __all__ = [
     "ADMMBlock",
     "ADMMStage",
 ]
-
-
-def _act(activations: bool):
-    return nn.ReLU if activations else nn.Identity
 
 
 
@@ -421,7 +417,7 @@ _PAPER = "OAI (002)"
 def _hbnet(n: int, num_classes: int, width: int, activations: bool, beta1: float, beta2: float,
            relu_after_sum: bool, in_channels: int) -> HBNet:
     return HBNet(n, num_classes, width, beta1=beta1, beta2=beta2, relu_after_sum=relu_after_sum,
-                 in_channels=in_channels, act_layer=_act(activations))
+                 in_channels=in_channels, act_layer=activation_layer(activations))
 
 
 @register_model(source="paper", paper=_PAPER)
@@ -457,14 +453,14 @@ def _make_dense_builder(depth: int, agd: bool):
         def builder(num_classes: int = 10, growth: int = 12, activations: bool = True, beta: float = 0.1,
                     drop_rate: float = 0.0, in_channels: int = 3) -> AGDNet:
             return AGDNet(depth, growth, num_classes, beta=beta, drop_rate=drop_rate, learn_alpha=True,
-                          in_channels=in_channels, act_layer=_act(activations))
+                          in_channels=in_channels, act_layer=activation_layer(activations))
         name = f"agdnet_k12_l{depth}"
         doc = f"AGD-Net (21), growth 12, depth {depth}: DenseNet layout, learnable alpha, beta = 0.1 (OAI Table 4)."
     else:
         def builder(num_classes: int = 10, growth: int = 12, activations: bool = True, drop_rate: float = 0.0,
                     in_channels: int = 3) -> AGDNet:
             return AGDNet(depth, growth, num_classes, beta=0.0, drop_rate=drop_rate, learn_alpha=False,
-                          in_channels=in_channels, act_layer=_act(activations))
+                          in_channels=in_channels, act_layer=activation_layer(activations))
         name = f"densenet_k12_l{depth}"
         doc = f"DenseNet (k = 12, L = {depth}), AGD-Net (18) with alpha = 1, beta = 0: the Table 4 baseline."
     builder.__name__ = builder.__qualname__ = name

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from analysis.blocks import PreActBasicBlock, conv3x3
+from analysis.blocks import PreActBasicBlock, activation_layer, conv3x3
 from analysis.models import register_model
 from analysis.validation import check_choice, check_int
 
@@ -141,19 +141,11 @@ _DESCRIPTIONS = {
 _PREFIX = {"standard": "resnet", "resnest": "resnest", "bn_resnest": "bn_resnest", "a_resnest": "a_resnest"}
 
 
-def _act_layer(activations) -> type[nn.Module]:
-    """``nn.ReLU``, or ``nn.Identity`` for ``activations=False`` (the linear experiments)."""
-    # A truthy non-bool (1, "no") would silently pick a branch; a config typo must fail loudly.
-    if not isinstance(activations, bool):
-        raise TypeError(f"activations must be True or False; got {type(activations).__name__} {activations!r}")
-    return nn.ReLU if activations else nn.Identity
-
-
 def _make_builder(depth: int, variant: str):
     def builder(num_classes: int = 10, width: int = 16, in_channels: int = 3,
                 activations: bool = True) -> CifarResNEst:
         return CifarResNEst(depth=depth, variant=variant, num_classes=num_classes, width=width,
-                            in_channels=in_channels, act_layer=_act_layer(activations))
+                            in_channels=in_channels, act_layer=activation_layer(activations))
 
     name = f"{_PREFIX[variant]}{depth}"
     builder.__name__ = builder.__qualname__ = name
@@ -184,7 +176,7 @@ def _make_wrn_builder(tag: str, depth: int, widen: int, variant: str):
     def builder(num_classes: int = 10, width: int = 16 * widen, in_channels: int = 3,
                 activations: bool = True) -> CifarResNEst:
         return CifarResNEst(depth=depth - 2, variant=variant, num_classes=num_classes, width=width,
-                            in_channels=in_channels, act_layer=_act_layer(activations))
+                            in_channels=in_channels, act_layer=activation_layer(activations))
 
     prefix = "" if variant == "standard" else f"{variant}_"
     name = f"{prefix}{tag}"

@@ -110,7 +110,9 @@ def test_cgnet56_matches_resnet110_in_3x3_convs_and_flops():
             h.remove()
         return sum(total)
 
-    cg, rn = build_model("newton_cgnet56"), build_model("resnet110")
+    # Literal branches: the hooks count each Conv2d module's own call (fusion stacks the filters of
+    # W1 and W3 into one F.conv2d call, same MACs; see test_fused_branches_compute_the_unfused_function).
+    cg, rn = build_model("newton_cgnet56", fuse_branches=False), build_model("resnet110")
     assert _conv_count(cg, 3) == _conv_count(rn, 3) == 109
     ratio = conv_macs(cg) / conv_macs(rn)
     assert ratio == pytest.approx(248_430_592 / 253_149_184, rel=1e-12)
@@ -233,7 +235,8 @@ def test_gradient_branches_follow_the_authors_code():
     """b1 = BN(Dropout(W1 y)), b2 = BN(W2 Dropout(y)), b3 = BN(W4 Dropout(ReLU(BN(W3 y)))): the dropout
     places are checked by giving each dropout a recognisable mask."""
     torch.manual_seed(1)
-    block = NewtonCGBlock(4, 4, 1, dropout=0.5).train()
+    # Literal branches, so that the dropout modules' hooks see each branch's own input.
+    block = NewtonCGBlock(4, 4, 1, dropout=0.5, fuse_branches=False).train()
     br = block.cg_blocks[0]
     y = torch.randn(2, 4, 5, 5)
     masks = {}
@@ -439,3 +442,42 @@ def test_clear_errors_for_bad_names_and_options():
         NewtonCGBlock(4, 4, 1, kernel_size=2)
     with pytest.raises(ValueError, match=r"depth must be 9n\+2.*got 57"):
         PreActBottleneckResNet(57)
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_fused_branches_compute_the_unfused_function(train_mode):
+    # Fusion only regroups convolutions over the same input and keeps the dropout draws in the same
+    # order, so outputs and gradients agree to float32 rounding of sums of ~100 products (1e-5 relative).
+    from analysis.models import build_model
+
+    torch.manual_seed(0)
+    fused = build_model("newton_cgnet10", num_classes=5, width=4, fuse_branches=True)
+    plain = build_model("newton_cgnet10", num_classes=5, width=4, fuse_branches=False)
+    plain.load_state_dict(fused.state_dict())
+    fused.train(train_mode)
+    plain.train(train_mode)
+    x = torch.randn(6, 3, 32, 32)
+    outs = []
+    for net in (fused, plain):
+        torch.manual_seed(123)
+        out = net(x)
+        out.square().sum().backward()
+        outs.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-5)
+    for g_fused, g_plain in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(g_fused, g_plain, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_branches_differ_from_a_wrong_fusion():
+    # The test above can fail: with W2 wrongly fed the undropped y in training, outputs differ.
+    from analysis.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("newton_cgnet10", num_classes=5, width=4, dropout=0.5)
+    net.train()
+    x = torch.randn(6, 3, 32, 32)
+    torch.manual_seed(1)
+    a = net(x)
+    net.eval()
+    b = net(x)
+    assert (a - b).abs().max() > 1e-3

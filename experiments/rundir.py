@@ -1,19 +1,31 @@
 """A run directory: everything needed to resume or analyse one training run.
 
     RUN_DIR/
-      config.json        the resolved ``TrainConfig`` (every field, typed)
-      environment.json   Python/torch/numpy versions, device, platform, thread count
-      metrics.csv        one row per finished epoch: epoch, lr, loss, acc, test_loss, test_acc, seconds
-      checkpoint.pt      model + optimizer + scheduler + epoch + RNG state, written atomically
+      config.json        the resolved ``TrainConfig`` (every field, typed; the seed is ``seed``)
+      environment.json   Python/torch/numpy versions, device, GPU, platform, threads, world size
+      metrics.csv        one row per finished epoch: epoch, lr, loss, acc, test_loss, test_acc, seconds,
+                         train_seconds, images_per_s
+      checkpoint.pt      model + optimizer + epoch + RNG state, written atomically after every epoch
+      result.json        written once the last epoch is done: final metrics, total training seconds,
+                         peak GPU memory; its presence marks the run finished
 
-The full drivers (CIFAR, GPU, sweeps) extend ``TrainConfig``; unknown keys in a config file are
-rejected so a typo cannot silently fall back to a default.
+Columns: ``lr`` is the learning rate at the epoch's first step; ``loss`` / ``acc`` are the running
+training loss (with label smoothing, if any) and accuracy over the epoch; ``test_*`` are NaN on
+epochs that were not evaluated (``eval_every``); ``seconds`` is the epoch's wall time, evaluation
+and checkpoint included; ``train_seconds`` is the pure training time (device synchronised at both
+ends, no evaluation) and ``images_per_s`` the training images over it. Rows written before a
+column existed read back with NaN in it.
+
+A run with ``result.json`` is finished even without ``checkpoint.pt`` (GPU results are kept
+without their checkpoints). Unknown keys in a config file are rejected so a typo cannot silently
+fall back to a default; fields added later have defaults, so older config files still load.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -22,12 +34,15 @@ from pathlib import Path
 
 import torch
 
-from analysis.validation import check_choice, check_int, check_real
+from analysis.validation import check_bool, check_choice, check_int, check_real
 
-__all__ = ["TrainConfig", "RunDir", "METRIC_FIELDS", "environment_info"]
+__all__ = ["TrainConfig", "RunDir", "METRIC_FIELDS", "SCHEDULES", "PRECISIONS", "COMPILE_MODES", "environment_info"]
 
-METRIC_FIELDS = ("epoch", "lr", "loss", "acc", "test_loss", "test_acc", "seconds")
-SCHEDULES = ("step", "cosine")
+METRIC_FIELDS = ("epoch", "lr", "loss", "acc", "test_loss", "test_acc", "seconds", "train_seconds", "images_per_s")
+SCHEDULES = ("step", "cosine", "onecycle")
+PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+PAD_MODES = ("reflect", "zero")
 
 
 @dataclass
@@ -35,8 +50,17 @@ class TrainConfig:
     """A training run, fully resolved. Defaults are the ResNEst authors' CIFAR recipe except ``epochs``.
 
     ``milestones`` are epochs at which a ``step`` schedule multiplies the lr by ``gamma`` (authors:
-    60/120/160, x0.2 over 200 epochs); ``cosine`` anneals to 0 over ``epochs``. ``label_smoothing``
-    (in [0, 1)) smooths the training targets only; the reported test loss is plain cross-entropy.
+    60/120/160, x0.2 over 200 epochs); ``cosine`` anneals to 0 over ``epochs``; ``onecycle`` is set
+    per step: a linear warm-up over the first ``warmup_fraction`` of all steps, then a linear decay
+    to 0 (for short GPU runs). ``label_smoothing`` (in [0, 1)) smooths the training targets only;
+    the reported test loss is plain cross-entropy.
+
+    Speed options (``experiments.train``): ``precision`` ``"bf16"`` trains and evaluates under bf16
+    autocast; ``channels_last`` stores the model and batches NHWC (on CUDA; ignored on the CPU, where
+    torch 2.13 crashes in the backward of small 1x1 stride-2 convolutions on NHWC tensors); ``compile`` wraps the model in
+    ``torch.compile(mode=compile_mode)``; ``deterministic`` asks torch for deterministic kernels;
+    ``eval_every`` evaluates every that many epochs (the last epoch always); ``drop_last`` drops
+    the last incomplete batch of every epoch; ``pad_mode`` is the augmentation's crop padding.
     """
 
     model: str
@@ -57,6 +81,16 @@ class TrainConfig:
     device: str = "cpu"
     # Fields added later need defaults: config.json files of older runs lack them and must still load.
     label_smoothing: float = 0.0
+    warmup_fraction: float = 0.2
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: str = "default"
+    deterministic: bool = False
+    eval_every: int = 1
+    eval_batch_size: int = 512
+    drop_last: bool = False
+    pad_mode: str = "reflect"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -70,6 +104,21 @@ class TrainConfig:
         check_real("gamma", self.gamma, min_value=0.0, include_min=False)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_real("label_smoothing", self.label_smoothing, min_value=0.0, max_value=1.0, include_max=False)
+        check_real("warmup_fraction", self.warmup_fraction, min_value=0.0, max_value=1.0, include_max=False)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("compile_mode", self.compile_mode, COMPILE_MODES)
+        check_choice("pad_mode", self.pad_mode, PAD_MODES)
+        for name in ("augment", "nesterov", "channels_last", "compile", "deterministic", "drop_last"):
+            check_bool(name, getattr(self, name))
+        check_int("eval_every", self.eval_every, min_value=1)
+        check_int("eval_batch_size", self.eval_batch_size, min_value=1)
+        if not isinstance(self.device, str):
+            raise TypeError(f"device must be a string such as 'cpu', 'cuda' or 'cuda:1'; got {self.device!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"device must be a torch device string such as 'cpu', 'cuda' or 'cuda:1'; "
+                             f"got {self.device!r}") from None
         self.milestones = tuple(check_int("milestones", m, min_value=1) for m in self.milestones)
         self.model_options = dict(self.model_options)
         self.dataset_options = dict(self.dataset_options)
@@ -91,7 +140,7 @@ class TrainConfig:
         return cls(**data)
 
 
-def environment_info(device: str = "cpu") -> dict:
+def environment_info(device: str = "cpu", world_size: int = 1) -> dict:
     import numpy
 
     info = {
@@ -102,10 +151,13 @@ def environment_info(device: str = "cpu") -> dict:
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
+        "world_size": world_size,
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+        info["gpu_count"] = torch.cuda.device_count()
     return info
 
 
@@ -119,14 +171,15 @@ class RunDir:
     metrics_path = property(lambda self: self.path / "metrics.csv")
     checkpoint_path = property(lambda self: self.path / "checkpoint.pt")
     environment_path = property(lambda self: self.path / "environment.json")
+    result_path = property(lambda self: self.path / "result.json")
 
     def _write_atomic(self, target: Path, write) -> None:
         tmp = target.with_name(target.name + ".tmp")
         write(tmp)
         os.replace(tmp, target)  # a kill mid-write leaves the previous file intact
 
-    def init(self, config: TrainConfig) -> None:
-        """Create the directory and write config/environment; refuse a different existing config."""
+    def init(self, config: TrainConfig, environment: bool = True) -> None:
+        """Create the directory and write config (and environment); refuse a different existing config."""
         self.path.mkdir(parents=True, exist_ok=True)
         if self.config_path.exists():
             old = self.load_config()
@@ -136,8 +189,31 @@ class RunDir:
                                  f"use a new directory or the same config to resume")
         else:
             self._write_atomic(self.config_path, lambda p: p.write_text(json.dumps(config.to_dict(), indent=2)))
-        self._write_atomic(self.environment_path,
-                           lambda p: p.write_text(json.dumps(environment_info(config.device), indent=2)))
+        if environment:
+            self.write_environment(environment_info(config.device))
+
+    def write_environment(self, info: dict) -> None:
+        self._write_atomic(self.environment_path, lambda p: p.write_text(json.dumps(info, indent=2)))
+
+    def write_result(self, result: dict) -> None:
+        self._write_atomic(self.result_path, lambda p: p.write_text(json.dumps(result, indent=2)))
+
+    def read_result(self) -> dict | None:
+        """``result.json`` as a dict, or None if the run has not finished."""
+        if not self.result_path.exists():
+            return None
+        try:
+            return json.loads(self.result_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"corrupt {self.result_path}: {exc}; delete it to let the run finish again") from None
+
+    def is_finished(self) -> bool:
+        """True once ``result.json`` exists (checkpoint or not), or for older runs whose checkpoint is at the end."""
+        if self.result_path.exists():
+            return True
+        if not self.checkpoint_path.exists() or not self.config_path.exists():
+            return False
+        return int(self.load_checkpoint()["epoch"]) >= self.load_config().epochs
 
     def load_config(self) -> TrainConfig:
         if not self.config_path.exists():
@@ -156,13 +232,18 @@ class RunDir:
         if not self.metrics_path.exists():
             return []
         with self.metrics_path.open() as fh:
-            return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
+            return [{k: (int(v) if k == "epoch" else _float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
 
     def write_metrics(self, rows: list[dict]) -> None:
         def write(p: Path) -> None:
             with p.open("w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
+                w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS, restval="nan")
                 w.writeheader()
                 w.writerows(rows)
 
         self._write_atomic(self.metrics_path, write)
+
+
+def _float(text: str) -> float:
+    # An empty cell (a column added after the row was written) reads as NaN, like a skipped evaluation.
+    return float(text) if text not in ("", None) else math.nan

@@ -1,20 +1,44 @@
-"""A minimal but real training loop on CPU datasets (``experiments.data``) writing a run directory.
+"""The training loop: one run directory per run, fast on a GPU, exact resume on the CPU, data-parallel.
 
 ``train(config, run_dir)``: SGD with Nesterov momentum (weight decay on every parameter except those
-a model's ``no_weight_decay()`` names, see ``parameter_groups``), optional label smoothing, a
-``step`` or ``cosine`` lr schedule (set per epoch from a pure function of the epoch, so no scheduler
-state can drift), a tqdm bar, a checkpoint after every epoch, resume from it, and no work at all for
-a finished run. Shuffling uses a generator seeded by ``(seed, epoch)`` and the global torch RNG
-state is checkpointed, so a run killed after any epoch resumes to bit-identical weights and metrics
-on CPU (``tests/test_train.py``). A non-finite loss raises ``FloatingPointError`` naming the global
-step.
+a model's ``no_weight_decay()`` names, see ``parameter_groups``; the fused CUDA kernel where it
+exists, ``make_optimizer``), optional label smoothing, a ``step`` / ``cosine`` (per epoch) or
+``onecycle`` (per step) lr schedule, each a pure function of the step (``lr_at_step``) so no
+scheduler state can drift, a tqdm bar with loss, accuracy and images/s, a checkpoint after every
+epoch, resume from it, ``result.json`` at the end, and no work at all for a finished run.
+Shuffling and augmentation draw from a generator seeded by ``(seed, epoch)`` and the global torch
+RNG state is checkpointed, so a run killed after any epoch resumes to bit-identical weights and
+metrics on CPU (``tests/test_train.py``).
+
+The hot loop (``Trainer.train_epoch``) keeps the data on the device as uint8 (``ImageDataset.to``)
+and crops, flips and normalises there (``iterate_batches``); the loss sum, correct count and the
+first step with a non-finite loss are accumulated on the device and read every ``CHECK_EVERY``
+steps and at the end of the epoch, so the host never waits for the device in between. Options
+(``TrainConfig``): bf16 autocast, channels_last, ``torch.compile`` (a warm-up on throw-away
+batches absorbs compile time before the clock starts, ``compile_seconds`` in ``result.json``),
+deterministic kernels, evaluation every ``eval_every`` epochs under the same autocast.
+
+A non-finite loss stops the run with ``FloatingPointError``: the first bad global step, where the
+non-finite values first appeared (the epoch is replayed eagerly from a snapshot taken at its start,
+checking gradients and weights after every step, then the offending batch runs forward with hooks
+that name the first module whose output is non-finite) and what to try.
+
+Data-parallel (``torchrun``, ``experiments.distributed``): every rank computes its slice of each
+global batch, its loss is scaled by ``world_size / global_batch`` so DDP's gradient average is the
+gradient of the global batch's mean loss, BatchNorm is made global, and only rank 0 writes the run
+directory. Dropout (no registered model uses it by default) draws per rank, so such a model is not
+the one-process model.
 
 ``load_run(run_dir) -> (model, config)`` rebuilds the model from the run for analyses.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
+import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,15 +47,54 @@ from torch import nn
 
 from analysis.models import build_model
 from experiments.data import ImageDataset, iterate_batches, load_dataset
-from experiments.rundir import RunDir, TrainConfig
+from experiments.distributed import DistContext, all_reduce_min, all_reduce_sum, convert_batchnorm
+from experiments.rundir import SCHEDULES, RunDir, TrainConfig, environment_info
 
-__all__ = ["train", "load_run", "lr_at_epoch", "evaluate", "parameter_groups", "add_subcommand", "TrainResult"]
+__all__ = ["train", "load_run", "lr_at_epoch", "lr_at_step", "steps_per_epoch", "evaluate", "parameter_groups",
+           "make_optimizer", "Trainer", "add_subcommand", "TrainResult", "CHECK_EVERY"]
+
+# Steps between reads of the device-side accumulators (progress bar, non-finite flag): one host
+# sync per CHECK_EVERY steps instead of one per step.
+CHECK_EVERY = 50
+_NO_BAD_STEP = 2 ** 62
 
 
-def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
-    """Learning rate used throughout (0-based) ``epoch``."""
+# --- learning rate ----------------------------------------------------------------------------
+
+def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
+    """Optimizer steps in one epoch of ``n_train`` images (global batches; ``drop_last`` drops the remainder)."""
+    steps = n_train // config.batch_size if config.drop_last else math.ceil(n_train / config.batch_size)
+    if steps < 1:
+        raise ValueError(f"batch_size={config.batch_size} with drop_last=True leaves no batch of the {n_train} "
+                         "training images; lower batch_size or set drop_last=False")
+    return steps
+
+
+def lr_at_step(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning rate of (0-based, global) optimizer ``step``.
+
+    ``step`` and ``cosine`` change per epoch (``lr_at_epoch``). ``onecycle``: with T = epochs x
+    steps_per_epoch steps and W = round(warmup_fraction * T) warm-up steps, lr * (s + 1) / W for
+    s < W (the first step already moves), then lr * (T - s) / (T - W), which reaches 0 at s = T.
+    """
+    if config.schedule != "onecycle":
+        return lr_at_epoch(config, step // steps_per_epoch)
+    total = config.epochs * steps_per_epoch
+    warm = round(config.warmup_fraction * total)
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    return config.lr * max(0, total - step) / (total - warm)
+
+
+def lr_at_epoch(config: TrainConfig, epoch: int, steps_per_epoch: int | None = None) -> float:
+    """Learning rate at the first step of (0-based) ``epoch`` (throughout it for ``step`` / ``cosine``)."""
+    if config.schedule == "onecycle":
+        if steps_per_epoch is None:
+            raise ValueError("the onecycle schedule changes every step: pass steps_per_epoch (or use lr_at_step)")
+        return lr_at_step(config, epoch * steps_per_epoch, steps_per_epoch)
     if config.schedule == "cosine":
         return 0.5 * config.lr * (1.0 + math.cos(math.pi * epoch / config.epochs))
+    assert config.schedule in SCHEDULES
     return config.lr * config.gamma ** sum(epoch >= m for m in config.milestones)
 
 
@@ -39,23 +102,37 @@ def _seed_for(config: TrainConfig, epoch: int) -> int:
     return config.seed * 1_000_003 + epoch
 
 
+# --- building blocks --------------------------------------------------------------------------
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageDataset, split: str = "test", batch_size: int = 512,
-             device: str | torch.device = "cpu") -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (eval mode) on ``split`` of ``data``."""
-    images = data.test_images if split == "test" else data.train_images
-    labels = data.test_labels if split == "test" else data.train_labels
+             device: str | torch.device = "cpu", *, precision: str = "fp32",
+             channels_last: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` (eval mode) on ``split`` of ``data``.
+
+    Sums stay on the device and are read once; ``precision="bf16"`` evaluates under bf16 autocast.
+    """
+    images, labels = data.split(split)
+    device = torch.device(device)
     was_training = model.training
     model.eval()
-    total_loss, correct = 0.0, 0
-    for x, y in iterate_batches(images, labels, batch_size, data.mean, data.std):
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-    model.train(was_training)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        for x, y in iterate_batches(images, labels, batch_size, data.mean, data.std, channels_last=channels_last):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with _autocast(device, precision):
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+    finally:
+        model.train(was_training)
     n = labels.shape[0]
-    return total_loss / n, correct / n
+    return float(loss_sum) / n, int(correct) / n
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -80,90 +157,525 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for n, p in named.items() if n in excluded], "weight_decay": 0.0}]
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig, fused: bool | None = None) -> torch.optim.SGD:
+    """SGD of ``config`` over ``parameter_groups(model)``.
+
+    ``fused=None`` uses the fused kernel (one launch for all parameters, the same update as the
+    per-parameter loop: ``tests/test_train.py`` compares them) when the parameters are on CUDA and
+    this torch has it, and the default implementation otherwise; True insists, False refuses.
+    """
+    kwargs = dict(lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
+                  weight_decay=config.weight_decay)
+    groups = parameter_groups(model, config.weight_decay)
+    if fused is None:
+        on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+        if on_cuda:
+            try:
+                return torch.optim.SGD(groups, fused=True, **kwargs)
+            except (RuntimeError, TypeError, ValueError):
+                pass  # an older torch or an unsupported dtype: the default kernel does the same update
+        return torch.optim.SGD(groups, **kwargs)
+    return torch.optim.SGD(groups, fused=bool(fused), **kwargs)
+
+
+def _check_device(device: torch.device) -> None:
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} was requested but torch.cuda.is_available() is False "
+                             f"(torch {torch.__version__}); use device 'cpu' (blockaudit: --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif device.type != "cpu":
+        raise ValueError(f"device {str(device)!r} is not supported; valid devices: 'cpu', 'cuda', 'cuda:N'")
+
+
+_BF16_CPU_ERROR: list[str] = []  # filled once: "" if bf16 autocast trains on this CPU, else why not
+
+
+def _check_precision(precision: str, device: torch.device) -> None:
+    if precision != "bf16":
+        return
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            raise ValueError(f"precision='bf16' needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
+                             "has none: use precision='fp32'")
+        return
+    if not _BF16_CPU_ERROR:
+        try:  # a conv + BatchNorm + linear step under CPU autocast: what training needs
+            net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 2))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = net(torch.randn(2, 3, 6, 6))
+            F.cross_entropy(out.float(), torch.tensor([0, 1])).backward()
+            _BF16_CPU_ERROR.append("")
+        except Exception as exc:  # noqa: BLE001 - any failure means the same: bf16 does not run here
+            _BF16_CPU_ERROR.append(f"{type(exc).__name__}: {exc}")
+    if _BF16_CPU_ERROR[0]:
+        raise ValueError(f"precision='bf16' does not run on this CPU with torch {torch.__version__} "
+                         f"({_BF16_CPU_ERROR[0]}); use precision='fp32'")
+
+
+@contextlib.contextmanager
+def _kernel_flags(deterministic: bool, device: torch.device):
+    """Deterministic kernels on request, cuDNN autotuning otherwise; the previous flags are restored."""
+    cudnn = torch.backends.cudnn
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              cudnn.deterministic, cudnn.benchmark)
+    try:
+        if deterministic:
+            if device.type == "cuda":
+                # cuBLAS needs this before its first handle is made to be deterministic.
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            cudnn.deterministic, cudnn.benchmark = True, False
+        elif device.type == "cuda":
+            cudnn.benchmark = True
+        yield
+    except RuntimeError as exc:
+        if deterministic and "deterministic" in str(exc):
+            raise RuntimeError(f"{exc}\n(deterministic=True: an operation of this model has no deterministic "
+                               "kernel on this device; train with deterministic=False)") from exc
+        raise
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        cudnn.deterministic, cudnn.benchmark = before[2], before[3]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _first_nonfinite(named_tensors) -> str | None:
+    for name, t in named_tensors:
+        if t is not None and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def _tensors_of(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _tensors_of(o)]
+    if isinstance(out, dict):
+        return [t for o in out.values() for t in _tensors_of(o)]
+    return []
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# --- one process's share of a run -------------------------------------------------------------
+
+class Trainer:
+    """The model, optimizer and training step of one run on one process (``train`` and the benchmark use it).
+
+    ``net`` is the plain module (its BatchNorm made global when data-parallel), ``model`` the same
+    wrapped in DDP when data-parallel, ``step_model`` that compiled when ``config.compile``.
+    """
+
+    def __init__(self, config: TrainConfig, num_classes: int, *, dist: DistContext | None = None,
+                 device: torch.device | str | None = None) -> None:
+        self.config = config
+        self.dist = dist if dist is not None else DistContext()
+        self.device = torch.device(device) if device is not None else self.dist.device(config.device)
+        _check_device(self.device)
+        _check_precision(config.precision, self.device)
+        # NHWC only on CUDA: torch 2.13's CPU backward of a 1x1 stride-2 convolution with few channels
+        # (ResNet-20 at width 4) crashes the process on channels_last tensors, and the CPU gains little.
+        self.channels_last = config.channels_last and self.device.type == "cuda"
+        torch.manual_seed(config.seed)
+        net = build_model(config.model, num_classes=num_classes, **config.model_options).to(self.device)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        if self.dist.enabled:
+            net = convert_batchnorm(net, self.device)
+        self.net = net
+        self.optimizer = make_optimizer(net, config)
+        self.model: nn.Module = net
+        if self.dist.enabled:
+            import inspect
+
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Buffers need no broadcast each step: global BatchNorm gives every rank the same running
+            # statistics. torch 2.13 renamed the switch (the old name warns); 2.11 knows only the old one.
+            no_sync = ({"forward_sync_buffers": False}
+                       if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                       else {"broadcast_buffers": False})
+            self.model = DistributedDataParallel(net, device_ids=[self.device] if self.device.type == "cuda" else None,
+                                                 gradient_as_bucket_view=True, **no_sync)
+        self.step_model = torch.compile(self.model, mode=config.compile_mode) if config.compile else self.model
+        self.compile_seconds = 0.0
+        self._snapshot: dict | None = None
+
+    # state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def _take_snapshot(self, epoch: int) -> None:
+        self._snapshot = {"epoch": epoch, "model": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+                          "optimizer": copy.deepcopy(self.optimizer.state_dict()), "rng": _rng_state(self.device)}
+
+    # data ---------------------------------------------------------------------------------
+    def batches(self, data: ImageDataset, epoch: int):
+        """This rank's part of every global batch of ``epoch`` (same draws on every rank)."""
+        c = self.config
+        gen = torch.Generator().manual_seed(_seed_for(c, epoch))
+        shard = (self.dist.rank, self.dist.world_size) if self.dist.enabled else None
+        return iterate_batches(data.train_images, data.train_labels, c.batch_size, data.mean, data.std,
+                               shuffle=True, generator=gen, augment=c.augment, pad_mode=c.pad_mode,
+                               drop_last=c.drop_last, channels_last=self.channels_last, shard=shard)
+
+    def _global_batch(self, n_train: int, i: int) -> int:
+        return min(self.config.batch_size, n_train - i * self.config.batch_size)
+
+    # the step -----------------------------------------------------------------------------
+    def _forward_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        with _autocast(self.device, self.config.precision):
+            logits = model(x)
+        loss_sum = F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=self.config.label_smoothing)
+        return logits, loss_sum
+
+    def _backward(self, loss_sum: torch.Tensor, global_batch: int) -> None:
+        # DDP averages the ranks' gradients; each rank's sum scaled by world/global_batch makes that
+        # average the gradient of the global batch's mean loss, whatever the slice sizes.
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss_sum * (self.dist.world_size / global_batch)).backward()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, global_batch: int, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on this rank's part ``(x, y)``; returns the loss sum and correct count (on device)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        logits, loss_sum = self._forward_loss(self.step_model, x, y)
+        self._backward(loss_sum, global_batch)
+        self.optimizer.step()
+        return loss_sum.detach(), (logits.detach().argmax(1) == y).sum()
+
+    def warm_up(self, data: ImageDataset, repeats: int = 3) -> float:
+        """Compile (``config.compile``) on throw-away batches of every shape an epoch has; state is restored.
+
+        Returns the seconds spent (also added to ``compile_seconds``); 0 without compile. Three
+        repeats per shape: CUDA-graph modes record on a later call than the first.
+        """
+        if not self.config.compile:
+            return 0.0
+        c, n = self.config, data.train_images.shape[0]
+        spe = steps_per_epoch(c, n)
+        sizes = sorted({self._local_size(self._global_batch(n, i)) for i in (0, spe - 1)}, reverse=True)
+        state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        rng = _rng_state(self.device)
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        _sync(self.device)
+        t0 = time.perf_counter()
+        for size in sizes:
+            x = torch.randn(size, *data.train_images.shape[1:], device=self.device, generator=gen)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = torch.randint(0, int(data.num_classes), (size,), device=self.device, generator=gen)
+            for _ in range(repeats):
+                _, loss_sum = self._forward_loss(self.step_model, x, y)
+                self._backward(loss_sum, max(size, 1) * self.dist.world_size)
+        _sync(self.device)
+        took = time.perf_counter() - t0
+        self.optimizer.zero_grad(set_to_none=True)
+        self.net.load_state_dict(state)
+        _set_rng_state(rng, self.device)
+        self.compile_seconds += took
+        return took
+
+    def _local_size(self, global_batch: int) -> int:
+        if not self.dist.enabled:
+            return global_batch
+        size, extra = divmod(global_batch, self.dist.world_size)
+        return size + (self.dist.rank < extra)
+
+    # an epoch -----------------------------------------------------------------------------
+    def train_epoch(self, data: ImageDataset, epoch: int, bar=None) -> dict:
+        """Train one epoch; returns global ``loss_sum``, ``correct``, ``images``, ``train_seconds``.
+
+        ``data`` must be on this trainer's device. Raises ``FloatingPointError`` (module docstring)
+        when a loss of the epoch was not finite.
+        """
+        c, dev = self.config, self.device
+        n = data.train_images.shape[0]
+        spe = steps_per_epoch(c, n)
+        first = epoch * spe
+        if any(s < self.dist.world_size for s in {self._global_batch(n, 0), self._global_batch(n, spe - 1)}):
+            raise ValueError(f"a batch of {self._global_batch(n, spe - 1)} images cannot be split over "
+                             f"{self.dist.world_size} processes; set drop_last=True or change batch_size")
+        lrs = [lr_at_step(c, first + i, spe) for i in range(spe)]
+        self._take_snapshot(epoch)
+        self.net.train()
+        loss_acc = torch.zeros((), dtype=torch.float64, device=dev)
+        correct_acc = torch.zeros((), dtype=torch.int64, device=dev)
+        bad = torch.full((), _NO_BAD_STEP, dtype=torch.int64, device=dev)
+        step_dev = torch.full((), first, dtype=torch.int64, device=dev)
+        images = 0
+        _sync(dev)
+        t0 = last_t = time.perf_counter()
+        last_images = 0
+        for i, (x, y) in enumerate(self.batches(data, epoch)):
+            loss_sum, correct = self.step(x, y, self._global_batch(n, i), lrs[i])
+            loss_acc += loss_sum
+            correct_acc += correct
+            bad = torch.where(torch.isfinite(loss_sum) | (bad != _NO_BAD_STEP), bad, step_dev)
+            step_dev += 1
+            images += self._global_batch(n, i)
+            if bar is not None:
+                bar.update(1)
+            if (i + 1) % CHECK_EVERY == 0 and i + 1 < spe:
+                bad_step = int(all_reduce_min(bad.clone(), self.dist))
+                if bad_step != _NO_BAD_STEP:
+                    self._raise_non_finite(data, epoch, bad_step)
+                if bar is not None:
+                    now = time.perf_counter()
+                    scale = self.dist.world_size  # rank 0's running figures stand for the others'
+                    bar.set_postfix(epoch=epoch, loss=f"{float(loss_acc) * scale / images:.3f}",
+                                    acc=f"{int(correct_acc) * scale / images:.3f}",
+                                    img_s=f"{(images - last_images) / max(now - last_t, 1e-9):,.0f}")
+                    last_t, last_images = now, images
+        totals = all_reduce_sum(torch.stack([loss_acc, correct_acc.to(torch.float64)]), self.dist)
+        bad_step = int(all_reduce_min(bad.clone(), self.dist))
+        loss_total, correct_total = totals.tolist()  # the epoch's one full sync
+        train_seconds = time.perf_counter() - t0
+        if bad_step != _NO_BAD_STEP:
+            self._raise_non_finite(data, epoch, bad_step)
+        if bar is not None:
+            bar.set_postfix(epoch=epoch, loss=f"{loss_total / images:.3f}", acc=f"{correct_total / images:.3f}",
+                            img_s=f"{images / train_seconds:,.0f}")
+        return {"loss_sum": loss_total, "correct": correct_total, "images": images, "train_seconds": train_seconds,
+                "lr": lrs[0]}
+
+    def evaluate(self, data: ImageDataset, split: str = "test") -> tuple[float, float]:
+        # The eager module: evaluation is not timed, and a compiled eval graph would be a recompile.
+        return evaluate(self.net, data, split, self.config.eval_batch_size, self.device,
+                        precision=self.config.precision, channels_last=self.channels_last)
+
+    # non-finite diagnosis -----------------------------------------------------------------
+    def _raise_non_finite(self, data: ImageDataset, epoch: int, bad_step: int) -> None:
+        c = self.config
+        n = data.train_images.shape[0]
+        spe = steps_per_epoch(c, n)
+        loss, where = self._diagnose(data, epoch, bad_step)
+        advice = [f"lower the learning rate (lr={c.lr:g}; this step used {lr_at_step(c, bad_step, spe):g})"
+                  + (" or lengthen the warm-up (warmup_fraction)" if c.schedule == "onecycle" else "")]
+        if c.precision != "fp32":
+            advice.append("train in fp32 (precision='fp32'; bf16 keeps 8 mantissa bits)")
+        if c.model.startswith("newton_resnet") and not c.model_options.get("second_order_tanh", False):
+            advice.append("for Newton-ResNets set the model option second_order_tanh=True (a tanh after the "
+                          "second-order term keeps it bounded, NRL sec. 4.4)")
+        raise FloatingPointError(
+            f"non-finite training loss {loss} at step {bad_step} (epoch {epoch}, batch {bad_step - epoch * spe}, "
+            f"lr {lr_at_step(c, bad_step, spe):g}): {where}. To fix: {'; '.join(advice)}")
+
+    def _diagnose(self, data: ImageDataset, epoch: int, bad_step: int) -> tuple[str, str]:
+        """Replay ``epoch`` eagerly from its start up to ``bad_step``; return (loss there, where it went bad)."""
+        snap = self._snapshot
+        assert snap is not None and snap["epoch"] == epoch
+        self.net.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        _set_rng_state(snap["rng"], self.device)
+        c, n = self.config, data.train_images.shape[0]
+        spe = steps_per_epoch(c, n)
+        named_params = list(self.net.named_parameters())
+        for i, (x, y) in enumerate(self.batches(data, epoch)):
+            step = epoch * spe + i
+            gb = self._global_batch(n, i)
+            if step == bad_step:
+                return self._diagnose_step(x, y, gb)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at_step(c, step, spe)
+            _, loss_sum = self._forward_loss(self.model, x, y)
+            self._backward(loss_sum, gb)
+            name = _first_nonfinite((n_, p.grad) for n_, p in named_params)
+            if name is not None:
+                return "nan", (f"the loss was finite at step {step} but the gradient of parameter {name!r} was not; "
+                               "the update made the weights non-finite")
+            self.optimizer.step()
+            name = _first_nonfinite(named_params)
+            if name is not None:
+                return "nan", (f"parameter {name!r} became non-finite in the update of step {step} "
+                               f"(lr {lr_at_step(c, step, spe):g}): the update overflowed")
+        return "nan", "an eager replay of the epoch did not reach the step (internal error)"
+
+    def _diagnose_step(self, x: torch.Tensor, y: torch.Tensor, global_batch: int) -> tuple[str, str]:
+        name = _first_nonfinite(self.net.named_parameters())
+        if name is not None:
+            return "nan", f"parameter {name!r} was already non-finite before this step"
+        if not bool(torch.isfinite(x).all()):
+            return "nan", "the input batch holds non-finite values (check the data and its normalisation)"
+        first: list[tuple[str, nn.Module]] = []
+        names = {id(m): n for n, m in self.net.named_modules()}
+
+        def hook(module, _inputs, output):
+            if not first and any(t.is_floating_point() and not bool(torch.isfinite(t).all())
+                                 for t in _tensors_of(output)):
+                first.append((names.get(id(module), "?") or "(the whole model)", module))
+
+        handles = [m.register_forward_hook(hook) for m in self.net.modules()]
+        try:
+            _, loss_sum = self._forward_loss(self.model, x, y)
+        finally:
+            for h in handles:
+                h.remove()
+        loss = f"{float(loss_sum.detach()) / x.shape[0]:g}"
+        if first:
+            name, module = first[0]
+            return loss, (f"module {name!r} ({type(module).__name__}) is the first whose output is non-finite "
+                          "(its inputs and all weights were finite)")
+        self._backward(loss_sum, global_batch)
+        grad = _first_nonfinite((n_, p.grad) for n_, p in self.net.named_parameters())
+        if not math.isfinite(float(loss_sum.detach())):
+            return loss, "every module output was finite but the loss was not (logits too large for the loss)"
+        if grad is not None:
+            return loss, f"the gradient of parameter {grad!r} was non-finite"
+        return loss, ("an eager fp32-exact replay of this step was finite: the non-finite value came from "
+                      "non-deterministic or compiled kernels (try compile=False, deterministic=True)")
+
+
+# --- a run ------------------------------------------------------------------------------------
+
 class TrainResult(dict):
     """``{"epochs_run": int, "finished": bool, "metrics": list[dict]}``."""
 
 
-def _build(config: TrainConfig, data: ImageDataset) -> nn.Module:
-    return build_model(config.model, num_classes=data.num_classes, **config.model_options)
-
-
 def train(config: TrainConfig, run_dir: Path | str, *, progress: bool = True,
-          max_epochs_this_call: int | None = None, data: ImageDataset | None = None) -> TrainResult:
+          max_epochs_this_call: int | None = None, data: ImageDataset | None = None,
+          dist: DistContext | None = None) -> TrainResult:
     """Train ``config`` into ``run_dir``, resuming from its checkpoint; return what was done.
 
     ``max_epochs_this_call`` stops after that many epochs (the checkpoint is written, so the next
     call resumes): for splitting long jobs and for testing resume. ``data`` skips reloading the
-    dataset (it must be what ``config.dataset`` / ``dataset_options`` load).
+    dataset (it must be what ``config.dataset`` / ``dataset_options`` load; it is moved to the
+    device once if it is elsewhere). ``dist`` defaults to what ``torchrun`` put in the
+    environment (one process without it); the process group is joined and left here if needed.
     """
+    if max_epochs_this_call is not None and (not isinstance(max_epochs_this_call, int) or max_epochs_this_call < 1):
+        raise ValueError(f"max_epochs_this_call must be a positive int or None; got {max_epochs_this_call!r}")
+    dist = dist if dist is not None else DistContext.from_env()
+    device = dist.device(config.device)
     rd = RunDir(run_dir)
-    rd.init(config)
-    device = torch.device(config.device)
+    if dist.enabled:
+        _check_device(device)  # before joining: NCCL on a machine without CUDA fails obscurely
+    started = dist.start(device) if dist.enabled else False
+    try:
+        error = None
+        if dist.is_main:
+            try:
+                rd.init(config, environment=False)
+            except ValueError as exc:
+                error = str(exc)
+        error = dist.broadcast_object(error)
+        if error is not None:
+            raise ValueError(error)
+        if rd.result_path.exists():
+            return TrainResult(epochs_run=0, finished=True, metrics=rd.read_metrics())
+        with _kernel_flags(config.deterministic, device):
+            return _train(config, rd, device, dist, progress, max_epochs_this_call, data)
+    finally:
+        if started:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+
+
+def _train(config, rd: RunDir, device, dist: DistContext, progress, max_epochs_this_call, data) -> TrainResult:
+    _check_device(device)
+    # To the CPU: the RNG states must stay CPU byte tensors; load_state_dict moves the rest.
+    ckpt = rd.load_checkpoint(map_location="cpu")
+    if ckpt is not None and ckpt["epoch"] >= config.epochs:
+        return TrainResult(epochs_run=0, finished=True, metrics=ckpt["metrics"])
     data = data if data is not None else load_dataset(config.dataset, **config.dataset_options)
+    if data.device != device:
+        data = data.to(device)
+    if dist.is_main:
+        rd.write_environment(environment_info(str(device), dist.world_size))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
-    torch.manual_seed(config.seed)
-    model = _build(config, data).to(device)
-    optimizer = torch.optim.SGD(parameter_groups(model, config.weight_decay), lr=config.lr,
-                                momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
-                                weight_decay=config.weight_decay)
+    trainer = Trainer(config, data.num_classes, dist=dist, device=device)
     start_epoch, metrics = 0, []
-    ckpt = rd.load_checkpoint(map_location=device)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng_state"])
+        trainer.load_state_dict(ckpt)
+        _set_rng_state({"cpu": ckpt["rng_state"], **({"cuda": ckpt["cuda_rng_state"]} if "cuda_rng_state" in ckpt
+                                                      else {})}, device)
         start_epoch, metrics = ckpt["epoch"], ckpt["metrics"]
-    if start_epoch >= config.epochs:
-        return TrainResult(epochs_run=0, finished=True, metrics=metrics)
-
     end_epoch = config.epochs if max_epochs_this_call is None else min(config.epochs, start_epoch + max_epochs_this_call)
-    n_train = data.train_images.shape[0]
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    trainer.warm_up(data)
+    spe = steps_per_epoch(config, data.train_images.shape[0])
     bar = None
-    if progress:
+    if progress and dist.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=(end_epoch - start_epoch) * steps_per_epoch, desc=f"train {config.model}", unit="step")
+        bar = tqdm(total=(end_epoch - start_epoch) * spe, desc=f"train {config.model}", unit="step")
     try:
         for epoch in range(start_epoch, end_epoch):
             t0 = time.perf_counter()
-            lr = lr_at_epoch(config, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            model.train()
-            gen = torch.Generator().manual_seed(_seed_for(config, epoch))
-            loss_sum, correct = 0.0, 0
-            batches = iterate_batches(data.train_images, data.train_labels, config.batch_size, data.mean,
-                                      data.std, shuffle=True, generator=gen, augment=config.augment)
-            for i, (x, y) in enumerate(batches):
-                x, y = x.to(device), y.to(device)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                if not torch.isfinite(loss):
-                    step = epoch * steps_per_epoch + i
-                    raise FloatingPointError(
-                        f"non-finite training loss {float(loss.detach())} at step {step} (epoch {epoch}, batch {i}, "
-                        f"lr {lr:g}); lower the learning rate or check the data")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += float(loss.detach()) * y.shape[0]
-                correct += int((logits.detach().argmax(1) == y).sum())
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{float(loss):.3f}")
-            test_loss, test_acc = evaluate(model, data, "test", device=device)
-            metrics = metrics + [{"epoch": epoch + 1, "lr": lr, "loss": loss_sum / n_train, "acc": correct / n_train,
-                                  "test_loss": test_loss, "test_acc": test_acc,
-                                  "seconds": time.perf_counter() - t0}]
-            rd.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "epoch": epoch + 1, "rng_state": torch.get_rng_state(), "metrics": metrics,
-                                "config": config.to_dict()})
-            rd.write_metrics(metrics)
+            stats = trainer.train_epoch(data, epoch, bar)
+            test_loss = test_acc = math.nan
+            if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+                test_loss, test_acc = trainer.evaluate(data, "test")
+            metrics = metrics + [{
+                "epoch": epoch + 1, "lr": stats["lr"], "loss": stats["loss_sum"] / stats["images"],
+                "acc": stats["correct"] / stats["images"], "test_loss": test_loss, "test_acc": test_acc,
+                "seconds": time.perf_counter() - t0, "train_seconds": stats["train_seconds"],
+                "images_per_s": stats["images"] / stats["train_seconds"]}]
+            if dist.is_main:
+                state = {**trainer.state_dict(), "epoch": epoch + 1, "rng_state": torch.get_rng_state(),
+                         "metrics": metrics, "config": config.to_dict()}
+                if device.type == "cuda":
+                    state["cuda_rng_state"] = torch.cuda.get_rng_state(device)
+                rd.save_checkpoint(state)
+                rd.write_metrics(metrics)
     finally:
         if bar is not None:
             bar.close()
-    return TrainResult(epochs_run=end_epoch - start_epoch, finished=end_epoch >= config.epochs, metrics=metrics)
+    finished = end_epoch >= config.epochs
+    if finished and dist.is_main:
+        rd.write_result(_result(config, metrics, trainer, device, dist))
+    return TrainResult(epochs_run=end_epoch - start_epoch, finished=finished, metrics=metrics)
+
+
+def _result(config: TrainConfig, metrics: list[dict], trainer: Trainer, device: torch.device,
+            dist: DistContext) -> dict:
+    def clean(v):
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    evaluated = [m["test_acc"] for m in metrics if isinstance(m.get("test_acc"), float) and math.isfinite(m["test_acc"])]
+    seconds = [m.get("train_seconds", math.nan) for m in metrics]
+    return {
+        "finished": True,
+        "model": config.model,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "final": {k: clean(v) for k, v in metrics[-1].items()},
+        "best_test_acc": max(evaluated) if evaluated else None,
+        # NaN (null) when an epoch ran before train_seconds was recorded.
+        "train_seconds": clean(float(sum(seconds))),
+        "compile_seconds_last_call": trainer.compile_seconds,
+        "peak_gpu_memory_bytes": int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None,
+        "device": str(device),
+        "world_size": dist.world_size,
+        "precision": config.precision,
+        "channels_last_applied": trainer.channels_last,
+    }
 
 
 def load_run(run_dir: Path | str, map_location: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
@@ -172,7 +684,9 @@ def load_run(run_dir: Path | str, map_location: str | torch.device = "cpu") -> t
     config = rd.load_config()
     ckpt = rd.load_checkpoint(map_location=map_location)
     if ckpt is None:
-        raise FileNotFoundError(f"no checkpoint.pt in {rd.path}: the run has not finished an epoch")
+        why = ("the run finished but its checkpoint was deleted (result.json holds its metrics)"
+               if rd.result_path.exists() else "the run has not finished an epoch")
+        raise FileNotFoundError(f"no checkpoint.pt in {rd.path}: {why}")
     num_classes = _num_classes_from_state(ckpt["model"])
     model = build_model(config.model, num_classes=num_classes, **config.model_options)
     model.load_state_dict(ckpt["model"])
@@ -201,28 +715,71 @@ def _parse_option(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _parse_seeds(text: str) -> list[int]:
+    import argparse
+
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds must be comma-separated non-negative integers such as 0,1,2; got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds must list distinct non-negative integers such as 0,1,2; got {text!r}")
+    return seeds
+
+
 def add_subcommand(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a registered model on a CPU dataset into a run directory",
-                              description="Train MODEL; re-running the same command resumes or does nothing.")
+    p = subparsers.add_parser(
+        "train", help="train a registered model into a run directory (CPU or GPU; torchrun for several)",
+        description="Train MODEL; re-running the same command resumes or does nothing. Under "
+                    "`torchrun --nproc_per_node N` the same command trains data-parallel.")
     p.add_argument("model", metavar="MODEL", help="registered model name (see analysis.models.list_models())")
     p.add_argument("--data", default="digits", help="dataset name (default: %(default)s)")
     p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="dataset option, e.g. n_train=2000 (repeatable)")
+                   help="dataset option, e.g. n_train=2000, root=DIR (cifar10), path=FILE.zip (cifar10_jpeg), "
+                        "cache_dir=DIR (repeatable)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. width=8 (repeatable)")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0, help="one run, written to --out (default: %(default)s)")
+    seeds.add_argument("--seeds", type=_parse_seeds, metavar="S1,S2,...",
+                       help="one run per seed, written to OUT/seed<S>/")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--schedule", choices=("step", "cosine"), default="cosine")
+    p.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                   help="per-epoch step/cosine, or per-step onecycle (default: %(default)s)")
+    p.add_argument("--warmup-fraction", type=float, default=0.2,
+                   help="onecycle: share of all steps spent warming up (default: %(default)s)")
     p.add_argument("--label-smoothing", type=float, default=0.0,
                    help="label smoothing of the training loss, in [0, 1) (default: %(default)s)")
-    p.add_argument("--augment", action="store_true", help="reflect-pad crop + horizontal flip")
-    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.add_argument("--augment", action="store_true", help="random crop after padding by 4 + horizontal flip")
+    p.add_argument("--pad-mode", choices=("reflect", "zero"), default="reflect",
+                   help="padding of the augmentation's crop (default: %(default)s)")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N, or auto = cuda if available (default: %(default)s)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16 trains and evaluates under bf16 autocast (default: %(default)s)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convs on GPUs)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile-mode", default="default",
+                   choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on GPU)")
+    p.add_argument("--eval-every", type=int, default=1,
+                   help="evaluate every N epochs; the last epoch always (default: %(default)s)")
+    p.add_argument("--eval-batch-size", type=int, default=512)
+    p.add_argument("--drop-last", action="store_true", help="drop each epoch's last incomplete batch")
+    p.add_argument("--out", type=Path, required=True, help="run directory (with --seeds: the parent of seed<S>/)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+
+def _resolve_device(text: str) -> str:
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return text
 
 
 def _cmd_train(args) -> int:
@@ -232,11 +789,25 @@ def _cmd_train(args) -> int:
         dataset_options=dict(_parse_option(o) for o in args.data_option),
         seed=args.seed, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         weight_decay=args.weight_decay, momentum=args.momentum, schedule=args.schedule, augment=args.augment,
-        label_smoothing=args.label_smoothing)
-    result = train(config, args.out, progress=not args.no_progress)
-    if result["epochs_run"] == 0:
-        print(f"{args.out}: already finished ({config.epochs} epochs); nothing to do")
-    last = result["metrics"][-1]
-    print(f"{args.out}: epoch {last['epoch']}/{config.epochs} loss {last['loss']:.4f} acc {last['acc']:.4f} "
-          f"test_loss {last['test_loss']:.4f} test_acc {last['test_acc']:.4f}")
+        label_smoothing=args.label_smoothing, warmup_fraction=args.warmup_fraction, pad_mode=args.pad_mode,
+        device=_resolve_device(args.device), precision=args.precision, channels_last=args.channels_last,
+        compile=args.compile, compile_mode=args.compile_mode, deterministic=args.deterministic,
+        eval_every=args.eval_every, eval_batch_size=args.eval_batch_size, drop_last=args.drop_last)
+    dist = DistContext.from_env()
+    runs = [(config, args.out)] if args.seeds is None else [
+        (replace(config, seed=s), args.out / f"seed{s}") for s in args.seeds]
+    data = None
+    if len(runs) > 1:  # one load for every seed (the dataset does not depend on the training seed)
+        data = load_dataset(config.dataset, **config.dataset_options)
+    for cfg, out in runs:
+        result = train(cfg, out, progress=not args.no_progress, data=data, dist=dist)
+        if not dist.is_main:
+            continue
+        if result["epochs_run"] == 0:
+            print(f"{out}: already finished ({cfg.epochs} epochs); nothing to do")
+        if not result["metrics"]:
+            continue
+        last = result["metrics"][-1]
+        print(f"{out}: epoch {last['epoch']}/{cfg.epochs} loss {last['loss']:.4f} acc {last['acc']:.4f} "
+              f"test_loss {last['test_loss']:.4f} test_acc {last['test_acc']:.4f}")
     return 0

@@ -1,0 +1,143 @@
+"""Data-parallel training (2 CPU processes, Gloo) equals the one-process run.
+
+The two ranks are started as `python -m experiments.cli train ...` with the variables torchrun
+sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), so the command-line path under
+torchrun is what is tested; the one-process run is `train()` in this process.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments.data import iterate_batches, load_dataset
+from experiments.distributed import DistContext, GlobalBatchNorm, convert_batchnorm
+from experiments.rundir import RunDir, TrainConfig
+from experiments.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+# 161 = 2 x 64 + 33: the last global batch splits unevenly (17 + 16), which the loss scaling must handle.
+DATA = {"seed": 0, "n_train": 161, "n_test": 64, "num_classes": 4}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config() -> TrainConfig:
+    return TrainConfig(model="resnest20", dataset="synthetic", dataset_options=DATA, model_options={"width": 4},
+                       seed=3, epochs=2, lr=0.02, batch_size=64, schedule="onecycle", augment=True,
+                       label_smoothing=0.1, device="cpu")
+
+
+def _cli_args(cfg: TrainConfig, out: Path) -> list[str]:
+    args = [sys.executable, "-m", "experiments.cli", "train", cfg.model, "--data", cfg.dataset, "--out", str(out),
+            "--epochs", str(cfg.epochs), "--lr", str(cfg.lr), "--batch-size", str(cfg.batch_size),
+            "--schedule", cfg.schedule, "--label-smoothing", str(cfg.label_smoothing), "--seed", str(cfg.seed),
+            "--device", "cpu", "--no-progress"]
+    args += ["--augment"] if cfg.augment else []
+    for k, v in cfg.dataset_options.items():
+        args += ["--data-option", f"{k}={v}"]
+    for k, v in cfg.model_options.items():
+        args += ["--option", f"{k}={v}"]
+    return args
+
+
+def _run_two_ranks(cfg: TrainConfig, out: Path) -> None:
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "PYTHONWARNINGS": "ignore"}
+        procs.append(subprocess.Popen(_cli_args(cfg, out), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    for p in procs:
+        try:
+            outputs.append(p.communicate(timeout=120)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    assert all(p.returncode == 0 for p in procs), "\n".join(outputs)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, one_torch_thread):
+    root = tmp_path_factory.mktemp("ddp")
+    cfg = _config()
+    _run_two_ranks(cfg, root / "ddp")
+    data = load_dataset("synthetic", **DATA)
+    train(cfg, root / "single", progress=False, data=data, dist=DistContext())
+    return RunDir(root / "single"), RunDir(root / "ddp")
+
+
+def test_two_processes_train_the_one_process_model(runs):
+    single, ddp = runs
+    a, b = single.load_checkpoint()["model"], ddp.load_checkpoint()["model"]
+    assert set(a) == set(b), "the data-parallel checkpoint must load into the plain model"
+    # The two runs differ only in float summation order (gradients summed per rank then averaged;
+    # BatchNorm sums per rank then all-reduced): a few ulps per step (fp32 eps = 1.2e-7 relative)
+    # that the 6 steps of SGD carry forward. 1e-5 absolute on weights of size ~0.1-1 is ~100 ulps;
+    # a real error (one rank's data only, local BatchNorm statistics, an unscaled uneven last batch)
+    # moves the weights by 1e-3 or more (the lr times an O(0.1) gradient difference).
+    worst = max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
+    assert worst < 1e-5, f"weights differ by up to {worst:.3g}"
+    assert torch.equal(a[[k for k in a if k.endswith("num_batches_tracked")][0]],
+                       b[[k for k in b if k.endswith("num_batches_tracked")][0]])
+    rows_a, rows_b = single.read_metrics(), ddp.read_metrics()
+    assert [r["epoch"] for r in rows_a] == [r["epoch"] for r in rows_b] == [1, 2]
+    for ra, rb in zip(rows_a, rows_b):
+        for key in ("lr", "loss", "acc", "test_loss", "test_acc"):
+            assert ra[key] == pytest.approx(rb[key], abs=1e-5), key  # same reasoning as the weights
+
+
+def test_only_rank_zero_writes_and_records_the_world_size(runs):
+    _, ddp = runs
+    assert sorted(p.name for p in ddp.path.iterdir()) == ["checkpoint.pt", "config.json", "environment.json",
+                                                          "metrics.csv", "result.json"]
+    assert ddp.read_result()["world_size"] == 2
+    assert RunDir(ddp.path).load_config() == _config()
+
+
+def test_shards_of_a_batch_are_the_one_process_batch():
+    data = load_dataset("synthetic", seed=1, n_train=37, n_test=8, num_classes=3)
+
+    def batches(shard):
+        return list(iterate_batches(data.train_images, data.train_labels, 16, data.mean, data.std, shuffle=True,
+                                    generator=torch.Generator().manual_seed(4), augment=True, pad_mode="zero",
+                                    shard=shard))
+
+    whole = batches(None)
+    parts = [batches((r, 3)) for r in range(3)]
+    for i, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([p[i][0] for p in parts]), x)
+        assert torch.equal(torch.cat([p[i][1] for p in parts]), y)
+    assert [p[-1][0].shape[0] for p in parts] == [2, 2, 1]  # 5 = 2 + 2 + 1, as torch.tensor_split
+    with pytest.raises(ValueError, match=r"shard must be \(rank, world_size\) with 0 <= rank < world_size; got \(3, 3\)"):
+        next(iterate_batches(data.train_images, data.train_labels, 16, data.mean, data.std, shard=(3, 3)))
+
+
+def test_global_batchnorm_is_batchnorm_outside_a_process_group():
+    bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    converted = convert_batchnorm(copy.deepcopy(bn), torch.device("cpu"))
+    assert isinstance(converted[1], GlobalBatchNorm)
+    x = torch.randn(8, 3, 5, 5)
+    assert torch.equal(bn(x), converted(x))
+
+
+def test_torchrun_environment_is_read_and_checked():
+    assert DistContext.from_env({}) == DistContext()
+    ctx = DistContext.from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
+    assert ctx.enabled and not ctx.is_main and ctx.device("cuda") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="inconsistent torchrun environment: RANK=2, WORLD_SIZE=2"):
+        DistContext.from_env({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})

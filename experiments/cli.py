@@ -55,17 +55,34 @@ def add_audit(sub) -> None:
                    help="hypothesis settings for the theory checks (default: %(default)s)")
     p.add_argument("--no-reproductions", action="store_true", help="skip the numeric reproductions")
     p.add_argument("--no-progress", action="store_true", help="hide progress output of the checks")
+    p.add_argument("--store", type=Path, default=Path("runs"),
+                   help="results store of the training comparisons; finished runs are reused (default: %(default)s)")
+    p.add_argument("--device", default=None, help="training device of the empirical checks, e.g. cuda (the full "
+                                                  "profile trains only on cuda; default: cpu for quick)")
+    p.add_argument("--data", type=Path, default=None, metavar="PATH",
+                   help="full profile's CIFAR-10: cifar10-jpeg.zip, a train/+test/ JPEG tree, or the folder with "
+                        "cifar-10-batches-py (default: cifar10-jpeg.zip found under the data roots)")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="start no new training runs after M minutes (the next call resumes from the store)")
+    p.add_argument("--workers", type=int, default=1, help="training runs at once (processes; default: 1)")
+    p.add_argument("--train-only", action="store_true",
+                   help="only the empirical claims: skip pytest and the reproductions (for GPU calls)")
     p.set_defaults(func=_cmd_audit)
 
 
 def _cmd_audit(args) -> int:
-    from experiments.audit import run_audit
+    from experiments.audit import EmpiricalOptions, run_audit
     from experiments.claims import VERDICTS
     from experiments.reporting import markdown_table
 
     ids = [c.strip() for c in args.claims.split(",") if c.strip()]
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1; got {args.workers}")
+    options = EmpiricalOptions(store=args.store, device=args.device, data=args.data, max_minutes=args.max_minutes,
+                               workers=args.workers)
     result = run_audit(args.profile, args.out, ids or None, args.hypothesis_profile,
-                       progress=not args.no_progress, reproductions=not args.no_reproductions)
+                       progress=not args.no_progress, reproductions=not args.no_reproductions,
+                       empirical=options, train_only=args.train_only)
     frame = result.to_frame()[["claim", "kind", "verdict", "evidence"]]
     frame["evidence"] = [e if len(e) <= 110 else e[:107] + "..." for e in frame.evidence]
     print()
@@ -112,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules that define ``add_subcommand(subparsers)``; each sets ``func`` on its parser.
-_SUBCOMMAND_MODULES: list[str] = ["experiments.models_cli", "experiments.train", "experiments.risk_gap_cli", "experiments.landscape_cli"]
+_SUBCOMMAND_MODULES: list[str] = ["experiments.models_cli", "experiments.train", "experiments.risk_gap_cli", "experiments.landscape_cli", "experiments.report", "experiments.sweep"]
 
 
 def _subcommand_adders():

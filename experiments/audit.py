@@ -5,9 +5,14 @@ Verdicts are computed, never written by hand:
 - theory claims: ``theory_checks`` runs in-process under pytest; a collector plugin records each
   test's ``claim`` marker, role and outcome, and ``theory_verdict`` folds them into a verdict;
 - numeric claims: the reproduction named by the claim runs and returns its own verdict;
-- empirical claims: stay ``not run`` until a training comparison exists for them, with the reason.
+- empirical claims: ``experiments.empirical`` trains (or reuses from the store) the block and its
+  baseline over paired seeds and judges the CI of the difference against the claim's region: a CPU
+  analogue on digits in the ``quick`` profile, CIFAR-10 on a GPU in the ``full`` profile (runs
+  missing from the store without a GPU make the claim ``not run``, with the reason).
 
-The audit writes ``AUDIT.md``, ``audit.json`` and ``audit.csv`` into the output folder.
+The audit writes ``AUDIT.md``, ``audit.json`` and ``audit.csv`` into the output folder; for
+empirical claims they also carry the profile, the effect and its CI, the number of seeds, the
+tolerance (region) and the schedule.
 """
 from __future__ import annotations
 
@@ -224,12 +229,44 @@ def theory_verdict(claim: Claim, outcomes: list[CheckOutcome], collection_errors
     return Verdict(claim.id, "holds", evidence, check)
 
 
-def _not_run_empirical(claim: Claim, profile: str) -> Verdict:
+@dataclass
+class EmpiricalOptions:
+    """How the audit runs the empirical checks (``experiments.empirical``).
+
+    ``store``: the results store (runs are reused, never retrained); ``device``: where training
+    runs (the full profile trains only on CUDA); ``data``: the full profile's CIFAR-10 (``--data``);
+    ``max_minutes``: no new model's runs start after that many minutes of the audit; ``workers``:
+    runs trained at once; ``train``: False judges from the store only.
+    """
+
+    store: Path = Path("runs")
+    device: str | None = None
+    data: Path | None = None
+    max_minutes: float | None = None
+    workers: int = 1
+    train: bool = True
+
+
+def empirical_verdict(claim: Claim, profile: str, options: EmpiricalOptions, *, deadline: float | None = None,
+                      progress: bool = True, data_cache: dict | None = None, log=print) -> Verdict:
+    """Run (or reuse) the claim's training comparison and turn its outcome into a ``Verdict``."""
+    from experiments.empirical import get_check, run_empirical
+
     name = claim.settled_by.split(":", 1)[1]
-    return Verdict(claim.id, "not run",
-                   f"no block-vs-baseline training comparison '{name}' exists yet (the multi-seed sweep "
-                   f"drivers and the GPU runs are still to be built); profile {profile} ran nothing for it",
-                   claim.settled_by)
+    try:
+        check = get_check(name)
+    except KeyError as exc:
+        return Verdict(claim.id, "not run", str(exc.args[0]), claim.settled_by)
+    try:
+        out = run_empirical(check, profile, options.store, device=options.device, data_path=options.data,
+                            workers=options.workers, deadline=deadline, train=options.train, progress=progress,
+                            data_cache=data_cache, log=log)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        # A missing dataset or a store holding other configs: reported on the claim, the audit goes on.
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        return Verdict(claim.id, "not run", f"{type(exc).__name__}: {_short(str(msg), 600)}",
+                       f"empirical:{name} ({profile} profile)")
+    return Verdict(claim.id, out.status, out.evidence, out.check, tuple(out.runs), dict(out.details))
 
 
 def run_reproduction(name: str, profile: str, out_dir: Path, progress: bool) -> tuple[list[Verdict], list[str]]:
@@ -260,8 +297,14 @@ class AuditResult:
         rows = []
         for v in self.verdicts:
             c = CLAIMS_BY_ID[v.claim_id]
+            d = v.details or {}
+            ci = d.get("ci") or [None, None]
             rows.append({"claim": v.claim_id, "paper": c.paper, "kind": c.kind, "verdict": v.status,
-                         "evidence": v.evidence, "check": v.check, "runs": ";".join(v.runs)})
+                         "evidence": v.evidence, "check": v.check, "runs": ";".join(v.runs),
+                         "profile": d.get("profile", self.meta.get("profile", "")),
+                         "effect": d.get("effect"), "ci_low": ci[0], "ci_high": ci[1],
+                         "n_seeds": d.get("n_seeds"), "tolerance": d.get("tolerance", ""),
+                         "schedule": d.get("schedule", "")})
         return pd.DataFrame(rows)
 
     def counts(self) -> dict[str, int]:
@@ -270,17 +313,37 @@ class AuditResult:
 
 def run_audit(profile: str = "quick", out_dir: Path | str = "reports", claim_ids: list[str] | None = None,
               hypothesis_profile: str = "ci", progress: bool = True, reproductions: bool = True,
-              log=print) -> AuditResult:
-    """Check every claim (or ``claim_ids``) and write AUDIT.md, audit.json and audit.csv to ``out_dir``."""
+              log=print, empirical: EmpiricalOptions | None = None, train_only: bool = False) -> AuditResult:
+    """Check every claim (or ``claim_ids``) and write AUDIT.md, audit.json and audit.csv to ``out_dir``.
+
+    ``empirical`` configures the training comparisons (default: ``EmpiricalOptions()``, store
+    ``runs/``). ``train_only`` keeps only the empirical claims (no pytest, no reproductions): for
+    GPU calls that fill the store.
+    """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}")
     out_dir = Path(out_dir)
+    empirical = empirical if empirical is not None else EmpiricalOptions()
+    if not isinstance(empirical, EmpiricalOptions):
+        raise TypeError(f"empirical must be an EmpiricalOptions; got {type(empirical).__name__}")
+    if empirical.max_minutes is not None and not empirical.max_minutes > 0:
+        raise ValueError(f"max_minutes must be > 0 (minutes after which no new runs start); got {empirical.max_minutes}")
     if claim_ids:
         unknown = [c for c in claim_ids if c not in CLAIMS_BY_ID]
         if unknown:
             raise ValueError(f"unknown claim id(s) {', '.join(unknown)}; known ids: {', '.join(CLAIMS_BY_ID)}")
     claims = [c for c in CLAIMS if not claim_ids or c.id in claim_ids]
+    if train_only:
+        claims = [c for c in claims if c.settled_by.startswith("empirical:")]
+        if not claims:
+            raise ValueError("--train-only keeps only empirical claims, and none was selected; empirical ids: "
+                             + ", ".join(c.id for c in CLAIMS if c.settled_by.startswith("empirical:")))
+    if profile == "full" and empirical.data is not None:
+        from experiments.empirical import full_dataset
+
+        full_dataset(empirical.data)  # a wrong --data fails here, naming the path, before anything runs
     start = time.perf_counter()
+    deadline = time.monotonic() + 60 * empirical.max_minutes if empirical.max_minutes is not None else None
     verdicts: dict[str, Verdict] = {}
 
     theory_claims = [c for c in claims if c.settled_by == "theory"]
@@ -311,11 +374,17 @@ def run_audit(profile: str = "quick", out_dir: Path | str = "reports", claim_ids
             if v.claim_id in {c.id for c in claims}:
                 verdicts[v.claim_id] = v
 
-    log("[3/3] empirical claims")
+    empirical_claims = [c for c in claims if c.settled_by.startswith("empirical:")]
+    log(f"[3/3] empirical claims: {len(empirical_claims)} ({profile} profile, store {empirical.store})")
+    data_cache: dict = {}
+    empirical_start = time.perf_counter()
+    for i, c in enumerate(empirical_claims):
+        log(f"  [{i + 1}/{len(empirical_claims)}] {c.id} ({c.settled_by})")
+        verdicts[c.id] = empirical_verdict(c, profile, empirical, deadline=deadline, progress=progress,
+                                           data_cache=data_cache, log=log)
+    empirical_seconds = time.perf_counter() - empirical_start
     for c in claims:
-        if c.settled_by.startswith("empirical:"):
-            verdicts[c.id] = _not_run_empirical(c, profile)
-        elif c.id not in verdicts:
+        if c.id not in verdicts:
             verdicts[c.id] = Verdict(c.id, "not run", f"its check {c.settled_by!r} produced no verdict", c.settled_by)
 
     import torch
@@ -329,6 +398,11 @@ def run_audit(profile: str = "quick", out_dir: Path | str = "reports", claim_ids
                    f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
         "seconds": round(time.perf_counter() - start, 1),
         "theory_seconds": round(theory.seconds, 1) if theory else None,
+        "empirical_seconds": round(empirical_seconds, 1),
+        "store": str(empirical.store),
+        "device": empirical.device,
+        "data": str(empirical.data) if empirical.data is not None else None,
+        "train_only": train_only,
         "theory_collection_errors": theory.collection_errors if theory else [],
     }
     result = AuditResult([verdicts[c.id] for c in claims], meta, theory)
@@ -357,6 +431,22 @@ def write_audit(result: AuditResult, out_dir: Path) -> list[Path]:
 _BADGE = {"holds": "holds", "fails": "**fails**", "inconclusive": "*inconclusive*", "not run": "not run"}
 
 
+def _empirical_table(result: AuditResult) -> pd.DataFrame:
+    rows = []
+    for v in result.verdicts:
+        d = v.details or {}
+        for c in d.get("comparisons", []):
+            def fmt(x):
+                return "-" if x is None or (isinstance(x, float) and x != x) else f"{x:+.2f}"
+            lo, hi = c["region"]
+            rows.append({"claim": v.claim_id, "profile": d.get("profile", ""),
+                         "comparison": c["block"] + (f" - {c['baseline']}" if c["baseline"] else ""),
+                         "effect": fmt(c["mean"]), "95% CI": f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]",
+                         "n": c["n"], "region": f"({lo:+g}, {hi:+g})", "result": c["status"], "paper": c["paper"],
+                         "schedule": d.get("schedule", "")})
+    return pd.DataFrame(rows)
+
+
 def render_markdown(result: AuditResult) -> str:
     m = result.meta
     counts = result.counts()
@@ -379,6 +469,14 @@ def render_markdown(result: AuditResult) -> str:
         lines += ["**theory_checks had collection errors:**", ""]
         lines += [f"- {e}" for e in m["theory_collection_errors"]] + [""]
     frame = result.to_frame()
+    emp = _empirical_table(result)
+    if not emp.empty:
+        lines += ["## Empirical comparisons (paired seeds)", "",
+                  "Effect = mean over seeds of block - baseline final test accuracy (percentage points; for a "
+                  "claim without a baseline, the accuracy itself), with the two-sided 95% t interval. A comparison "
+                  "holds when the whole CI lies inside its region, fails when it lies wholly outside, and is "
+                  "inconclusive otherwise (`experiments/empirical.py`). Quick-profile rows are CPU analogues on "
+                  "digits, not the papers' CIFAR setting.", "", markdown_table(emp), ""]
     for paper, title in PAPERS.items():
         part = frame[frame.paper == paper]
         if part.empty:

@@ -5,7 +5,8 @@ A claim's verdict is never stored here: ``experiments.audit`` computes it from a
 
 - ``"theory"``: the tests in ``theory_checks/`` marked ``@pytest.mark.claim(ID)``;
 - ``"reproduce:NAME"``: ``blockaudit reproduce NAME`` (experiments.reproduce);
-- ``"empirical:NAME"``: a training comparison of block vs baseline (experiments drivers).
+- ``"empirical:NAME"``: a training comparison of block vs baseline over paired seeds
+  (``experiments.empirical``: a CPU analogue in the quick profile, CIFAR-10 on a GPU in the full one).
 
 To add a claim: append a ``Claim`` below and give it a check of one of these kinds.
 """
@@ -51,6 +52,8 @@ class Verdict:
     evidence: str
     check: str
     runs: tuple[str, ...] = field(default_factory=tuple)
+    # Empirical checks: profile, setting, schedule, per-comparison statistics (effect, CI, n, region).
+    details: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
         if self.status not in VERDICTS:
@@ -59,6 +62,8 @@ class Verdict:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["runs"] = list(self.runs)
+        if not d["details"]:
+            del d["details"]
         return d
 
 
@@ -76,11 +81,11 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("NRL-params", "Table 1",
           "on CIFAR-10, Newton-ResNet [2,2,1,1] (6.0M) matches ResNet18 (11.2M) at 0.945; [3,3,2,2] "
           "(13.0M) matches ResNet34 (21.3M) at 0.948", "empirical", "empirical:nrl-params",
-          "block within 0.5 pts of baseline (paired over seeds)", "~40% fewer params, same accuracy"),
+          "95% CI of the paired difference Newton [2,2,1,1] - ResNet18 inside (-1, +inf) pts", "~40% fewer params, same accuracy"),
     Claim("NRL-linear", "Table 2",
           "with all activations removed, CIFAR-10 accuracy: ResNet18 0.391; Newton-ResNet [1,1,1,1] "
           "0.876, [2,2,2,2] 0.908, [3,3,3,3] 0.916", "empirical", "empirical:nrl-linear",
-          "Newton-ResNet ahead by > 10 pts", "gap ~0.49"),
+          "95% CI of linear Newton [1,1,1,1] - linear ResNet18 inside (10, +inf) pts (quick analogue: (0, +inf))", "gap ~0.49"),
     Claim("NRL-c100", "Tables 4, 5",
           "CIFAR-100: Newton-ResNet [3,4,3,2] 14.7M = ResNet34 21.3M at 0.769; linear: ResNet18 0.168 vs "
           "Newton [1,1,1,1] 0.620", "empirical", "empirical:nrl-c100", "as NRL-params / NRL-linear"),
@@ -89,7 +94,7 @@ CLAIMS: tuple[Claim, ...] = (
           "empirical (numerics)", "empirical:nrl-fp16", "overflow observed without tanh, none with"),
     Claim("NRL-contour", "Fig. 1",
           "around the minimum, Newton-ResNet's loss contours show the minimum reached in fewer blocks",
-          "empirical (landscape)", "empirical:nrl-contour", "qualitative", "qualitative"),
+          "empirical (landscape)", "empirical:nrl-contour", "qualitative (proxy: loss rise at the grid edge)", "qualitative"),
     # --- ND: Newton design ------------------------------------------------------------------
     Claim("ND-P1", "Prop. 1, eq (3)-(5)",
           "for symmetric invertible A and ReLU phi, grad F(x) = A[x - phi(Ax)] for F(x) = x^T A x / 2 - "
@@ -120,10 +125,10 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("ND-depth", "Table 3, Fig. 3a",
           "on C10+ Newton-CGNets are worse than ResNets of equal parameters with few CG blocks (N3 <= 5) "
           "and better with many (N3 >= 9): e.g. Newton-CGNet-56 (1.70M) 5.35% vs ResNet-110 (1.73M) 5.73%",
-          "empirical", "empirical:nd-depth", "sign of the paired error difference flips with depth",
+          "empirical", "empirical:nd-depth", "CI of block - baseline accuracy below 0 at N3 = 3 and above 0 at N3 = 9",
           "crossover near N3 = 5..9"),
     Claim("ND-best", "Table 4", "Newton-CGNet-82 (2.62M) 4.90% on C10+ vs ResNet-164 5.57%", "empirical",
-          "empirical:nd-best", "block error below baseline beyond seed noise", "-0.67 pts"),
+          "empirical:nd-best", "CI of Newton-CGNet-82 - ResNet-164 accuracy above 0", "-0.67 pts"),
     # --- OAI: optimization-algorithm-inspired structures ------------------------------------
     Claim("OAI-lemma1", "Lemma 1, eq (8)-(10)",
           "for W symmetric positive definite and U = sqrt(W), gradient descent (step 1) on f(z) = "
@@ -151,7 +156,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("OAI-cifar", "Table 4",
           "HB-Net (n = 18) 8.66 / 36.4 / 5.04 / 23.93 % error on C10 / C100 / C10+ / C100+ vs ResNet-110 "
           "9.17 / 38.13 / 5.06 / 24.71; AGD-Net beats DenseNet", "empirical", "empirical:oai-cifar",
-          "block error below baseline beyond seed noise", "~0.5-1.7 pts"),
+          "CI of HB-Net - ResNet accuracy (same depth) above 0", "~0.5-1.7 pts"),
     # --- RN: ResNEsts and DenseNEsts ----------------------------------------------------------
     Claim("RN-P1", "Prop. 1",
           "squared loss + Assumption 1: (P_phi) is non-convex and non-concave; every critical point that "
@@ -187,7 +192,7 @@ CLAIMS: tuple[Claim, ...] = (
           "CIFAR-10 accuracy, Standard / ResNEst / BN-ResNEst / A-ResNEst: ResNet-20 92.60 / 91.02 / "
           "92.56 / 92.47; ResNet-110 94.46 / 92.77 / 94.52 / 93.97; WRN-16-8 95.56 / 94.39 / 95.48 / 95.29; "
           "CIFAR-100 ResNet-20 68.56 / 64.73 / 68.47 / 68.16", "empirical", "empirical:rn-cifar",
-          "ResNEst below Standard; BN-/A-ResNEst within 0.5 pts", "ResNEst ~1.5 pts below, the others within ~0.5"),
+          "CI of ResNEst - Standard below 0; of BN-/A-ResNEst - Standard inside (-0.5, +inf) pts", "ResNEst ~1.5 pts below, the others within ~0.5"),
     # --- IM: identity matters ------------------------------------------------------------------
     Claim("IM-T1", "Theorem 1",
           "for h(x) = (I + A_l)...(I + A_1) x and f(A) = E||Y - h(X)||^2 with Y = RX + noise, every "
@@ -203,7 +208,7 @@ CLAIMS: tuple[Claim, ...] = (
           "perfectly", "theorem (construction on small n)", _T, _THEORY_TOL),
     Claim("IM-cifar", "experiments",
           "an all-convolutional ResNet with no batch norm and a fixed random last layer trains well on "
-          "CIFAR-10", "empirical", "empirical:im-cifar", "test accuracy well above chance (> 80%)"),
+          "CIFAR-10", "empirical", "empirical:im-cifar", "95% CI of the test accuracy inside (80, 100)%"),
 )
 
 CLAIMS_BY_ID: dict[str, Claim] = {c.id: c for c in CLAIMS}

@@ -1,6 +1,7 @@
 import json
 import textwrap
 
+import pandas as pd
 import pytest
 
 from experiments.audit import CheckOutcome, render_markdown, run_audit, run_theory_checks, theory_verdict
@@ -98,14 +99,60 @@ def test_audit_rejects_unknown_profile_and_claims(tmp_path):
         run_audit("quick", tmp_path, ["XX-1"])
 
 
-def test_audit_of_empirical_claims_says_why_nothing_ran(tmp_path):
-    result = run_audit("quick", tmp_path, ["NRL-params", "IM-cifar"], log=lambda *_: None)
+def test_full_audit_without_a_gpu_says_why_nothing_ran(tmp_path):
+    from experiments.audit import EmpiricalOptions
+
+    opts = EmpiricalOptions(store=tmp_path / "store")
+    result = run_audit("full", tmp_path, ["NRL-params", "NRL-fp16"], log=lambda *_: None, empirical=opts)
     assert [v.status for v in result.verdicts] == ["not run", "not run"]
-    assert "comparison 'nrl-params' exists yet" in result.verdicts[0].evidence
+    assert "needs a GPU" in result.verdicts[0].evidence and "6 runs of 6 missing from" in result.verdicts[0].evidence
+    assert "float16" in result.verdicts[1].evidence
     payload = json.loads((tmp_path / "audit.json").read_text())
-    assert payload["counts"]["not run"] == 2
+    assert payload["counts"]["not run"] == 2 and payload["meta"]["store"] == str(tmp_path / "store")
     md = (tmp_path / "AUDIT.md").read_text()
-    assert "NRL-params" in md and "IM-cifar" in md and md == render_markdown(result)
+    assert "NRL-params" in md and "NRL-fp16" in md and md == render_markdown(result)
+    frame = pd.read_csv(tmp_path / "audit.csv")
+    assert {"profile", "effect", "ci_low", "ci_high", "n_seeds", "tolerance", "schedule"} <= set(frame.columns)
+    assert list(frame.profile) == ["full", "full"]
+
+
+def test_audit_carries_the_empirical_statistics_from_a_store(tmp_path):
+    """A store of finished runs (no checkpoints) gives a computed verdict with effect, CI and run ids."""
+    from experiments.audit import EmpiricalOptions
+    from experiments.empirical import get_check
+    from test_empirical import _fake_store  # tests/ is on sys.path (rootdir-less test modules)
+
+    ids = _fake_store(tmp_path / "store", get_check("oai-cifar"), "quick",
+                      lambda label, seed: 0.90 + (0.019 + 0.001 * seed if label == "hbnet9" else 0.0))
+    result = run_audit("quick", tmp_path, ["OAI-cifar"], log=lambda *_: None,
+                       empirical=EmpiricalOptions(store=tmp_path / "store"), train_only=True)
+    v = result.verdicts[0]
+    assert v.status == "holds" and sorted(v.runs) == sorted(ids)
+    row = pd.read_csv(tmp_path / "audit.csv").iloc[0]
+    assert row.effect == pytest.approx(2.0) and row.n_seeds == 3 and row.ci_low < 2.0 < row.ci_high
+    assert "4 epochs" in row.schedule and "hbnet9 - resnet56" in row.tolerance
+    md = (tmp_path / "AUDIT.md").read_text()
+    assert "## Empirical comparisons (paired seeds)" in md and "| OAI-cifar | quick | hbnet9 - resnet56 | +2.00 |" in md
+
+
+def test_train_only_keeps_only_empirical_claims(tmp_path):
+    from experiments.audit import EmpiricalOptions
+
+    with pytest.raises(ValueError, match="--train-only keeps only empirical claims"):
+        run_audit("full", tmp_path, ["ND-P1"], train_only=True, log=lambda *_: None)
+    with pytest.raises(ValueError, match="max_minutes must be > 0"):
+        run_audit("full", tmp_path, ["NRL-params"], empirical=EmpiricalOptions(max_minutes=0), log=lambda *_: None)
+
+
+def test_audit_cli_full_profile_on_cpu_and_a_bad_data_path(tmp_path):
+    from experiments.cli import main
+
+    code = main(["audit", "--profile", "full", "--train-only", "--claims", "RN-cifar", "--store", str(tmp_path / "s"),
+                 "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    v = json.loads((tmp_path / "audit.json").read_text())["verdicts"][0]
+    assert v["status"] == "not run" and "12 runs of 12 missing" in v["evidence"]
+    assert main(["audit", "--profile", "full", "--data", str(tmp_path / "missing.zip"), "--out", str(tmp_path)]) == 2
 
 
 def test_audit_command_end_to_end_on_real_theory_checks(tmp_path):

@@ -1,0 +1,224 @@
+"""The empirical checks: paired statistics, verdict rules, the check registry, verdicts from a store."""
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+
+from experiments.claims import CLAIMS
+from experiments.empirical import (CHECKS, Comparison, EmpiricalCheck, ProfileSpec, Region, build_sweep,
+                                   combine_statuses, full_dataset, get_check, judge, paired_stats, run_empirical,
+                                   verdict_from_store)
+from experiments.rundir import RunDir
+
+# t_{0.975, 2} from a table (not from scipy, which the code under test uses).
+T975_DF2 = 4.302652729911275
+
+
+# --- statistics and rules ------------------------------------------------------------------------
+
+def test_paired_stats_matches_the_t_interval_computed_by_hand():
+    st = paired_stats([1.0, 2.0, 3.0])
+    half = T975_DF2 * 1.0 / math.sqrt(3)  # sd of 1, 2, 3 is exactly 1
+    assert st.n == 3 and st.mean == pytest.approx(2.0) and st.std == pytest.approx(1.0)
+    # 1e-9: a t quantile from scipy agrees with the table to ~1e-15.
+    assert st.ci_low == pytest.approx(2.0 - half, abs=1e-9) and st.ci_high == pytest.approx(2.0 + half, abs=1e-9)
+
+
+@pytest.mark.parametrize("diffs, region, expected", [
+    ([2.0, 2.1, 1.9], Region(lo=0.0), "holds"),          # CI ~[1.75, 2.25] inside (0, inf)
+    ([2.0, 2.1, 1.9], Region(hi=0.0), "fails"),          # ... wholly above the region (-inf, 0)
+    ([2.0, 2.1, 1.9], Region(-1.0, 1.0), "fails"),       # ... above a two-sided tolerance
+    ([2.0, 2.1, 1.9], Region(lo=1.9), "inconclusive"),   # ... straddles the boundary 1.9
+    ([1.0, 2.0, 3.0], Region(lo=0.0), "inconclusive"),   # CI [-0.48, 4.48] contains 0
+    ([-0.2, 0.1, 0.05, -0.1], Region(lo=-1.0), "holds"),  # "matches within 1 pt": CI well inside
+    ([5.0], Region(lo=0.0), "inconclusive"),             # one seed: no CI, never decided
+])
+def test_judge_holds_fails_or_is_inconclusive(diffs, region, expected):
+    assert judge(paired_stats(diffs), region) == expected
+
+
+def test_ci_excludes_and_contains_as_its_width_says():
+    # The same mean with larger spread must widen the CI until it contains 0.
+    narrow, wide = paired_stats([1.0, 1.1, 0.9]), paired_stats([1.0, 3.0, -1.0])
+    assert narrow.ci_low > 0 and wide.ci_low < 0 < wide.ci_high
+
+
+def test_paired_stats_rejects_bad_input():
+    with pytest.raises(ValueError, match="differences is empty"):
+        paired_stats([])
+    with pytest.raises(ValueError, match="differences must be finite"):
+        paired_stats([1.0, float("nan")])
+    with pytest.raises(ValueError, match="confidence"):
+        paired_stats([1.0, 2.0], confidence=1.5)
+    with pytest.raises(ValueError, match="lo < hi"):
+        Region(1.0, 0.0)
+
+
+def test_combine_statuses():
+    assert combine_statuses(["holds", "holds"]) == "holds"
+    assert combine_statuses(["holds", "inconclusive"]) == "inconclusive"
+    assert combine_statuses(["inconclusive", "fails"]) == "fails"
+
+
+# --- the registry --------------------------------------------------------------------------------
+
+EMPIRICAL = [c for c in CLAIMS if c.settled_by.startswith("empirical:")]
+
+
+def test_every_empirical_claim_has_a_check_with_both_profiles_or_a_reason():
+    assert len(EMPIRICAL) == 10
+    for claim in EMPIRICAL:
+        check = get_check(claim.settled_by.split(":", 1)[1])
+        assert check.claim_id == claim.id
+        for ps in (check.quick, check.full):
+            assert ps.sweep is not None or len(ps.reason) > 30, (claim.id, ps.reason)
+            if ps.sweep is not None and not check.qualitative:
+                assert ps.comparisons, claim.id
+    with pytest.raises(KeyError, match="unknown empirical check 'nope'; known checks: nrl-params"):
+        get_check("nope")
+
+
+def test_quick_specs_use_cpu_data_and_enough_seeds_and_say_analogue():
+    for check in CHECKS:
+        if check.quick.sweep is None:
+            continue
+        spec = build_sweep(check, "quick")
+        assert spec.base["dataset"] in ("digits", "synthetic"), check.name
+        assert len(spec.seeds) >= 3, check.name
+        assert "analogue" in check.quick.setting and "not the paper's CIFAR setting" in check.quick.setting
+
+
+def test_full_specs_use_cifar_on_the_gpu_settings(tmp_path):
+    (tmp_path / "cifar10-jpeg.zip").write_bytes(b"")
+    budgeted = {"nrl-params", "nrl-linear", "rn-cifar", "nd-depth", "oai-cifar"}
+    for check in CHECKS:
+        if check.full.sweep is None:
+            assert check.name not in budgeted
+            continue
+        spec = build_sweep(check, "full", tmp_path / "cifar10-jpeg.zip")
+        assert spec.base["dataset"] == "cifar10_jpeg" and spec.base["augment"] is True, check.name
+        assert spec.base.get("precision") == "bf16" and spec.base.get("channels_last") is True
+        assert len(spec.seeds) >= (3 if check.name == "rn-cifar" else 2), check.name
+    rn = build_sweep(get_check("rn-cifar"), "full")
+    assert [m.name for m in rn.models] == ["resnet20", "resnest20", "bn_resnest20", "a_resnest20"]
+    linear = build_sweep(get_check("nrl-linear"), "full")
+    assert all(m.options.get("activations") is False for m in linear.models)
+
+
+def test_full_dataset_picks_the_loader_from_the_path(tmp_path):
+    z = tmp_path / "c.zip"
+    z.write_bytes(b"")
+    assert full_dataset(z)[:2] == ("cifar10_jpeg", {"path": str(z)})
+    assert "JPEG CIFAR-10 (quality ~75)" == full_dataset(z)[2]
+    tree = tmp_path / "tree"
+    (tree / "train").mkdir(parents=True)
+    (tree / "test").mkdir()
+    assert full_dataset(tree)[0] == "cifar10_jpeg"
+    tv = tmp_path / "tv"
+    (tv / "cifar-10-batches-py").mkdir(parents=True)
+    assert full_dataset(tv)[:2] == ("cifar10", {"root": str(tv)})
+    with pytest.raises(FileNotFoundError, match="--data .*nowhere: no such file"):
+        full_dataset(tmp_path / "nowhere")
+    (tmp_path / "x.txt").write_text("")
+    with pytest.raises(ValueError, match="a file must be a zip"):
+        full_dataset(tmp_path / "x.txt")
+    with pytest.raises(FileNotFoundError, match="found no CIFAR-10 there"):
+        full_dataset(tmp_path)
+
+
+# --- verdicts from a store -----------------------------------------------------------------------
+
+def _fake_store(store, check, profile, acc_of, data_path=None, checkpoint=False):
+    """Finished run dirs (config.json, metrics.csv, result.json; no checkpoint) with final test_acc acc_of(label, seed)."""
+    from experiments.sweep import expand
+
+    spec = build_sweep(check, profile, data_path)
+    ids = []
+    for run in expand(spec):
+        rd = RunDir(store / "runs" / run.run_id)
+        rd.path.mkdir(parents=True)
+        rd.config_path.write_text(json.dumps(run.config.to_dict()))
+        acc = acc_of(run.label, run.seed)
+        rows = [{"epoch": e, "lr": 0.1, "loss": 1.0 / e, "acc": acc, "test_loss": 0.5, "test_acc": acc - 0.1 / e,
+                 "seconds": 1.0, "train_seconds": 1.0, "images_per_s": 100.0} for e in range(1, run.config.epochs)]
+        rows.append({**rows[-1], "epoch": run.config.epochs, "test_acc": acc})
+        rd.write_metrics(rows)
+        (rd.path / "result.json").write_text(json.dumps({"finished": True}))
+        ids.append(run.run_id)
+    return ids
+
+
+def test_verdict_from_a_store_without_checkpoints_names_its_runs(tmp_path):
+    check = get_check("nrl-params")
+    noise = {0: 0.001, 1: -0.002, 2: 0.0}
+    ids = _fake_store(tmp_path, check, "quick",
+                      lambda label, seed: 0.95 + noise[seed] + (0.004 if label == "newton_2211" else 0.0))
+    out = verdict_from_store(check, "quick", tmp_path)
+    assert out.status == "holds", out.evidence
+    assert sorted(out.runs) == sorted(ids) and len(ids) == 6
+    assert "analogue on digits" in out.evidence and "paper +0.0 pts" in out.evidence
+    cmp = out.details["comparisons"][0]
+    assert cmp["n"] == 3 and cmp["mean"] == pytest.approx(0.4)
+    assert out.details["effect"] == pytest.approx(0.4) and out.details["n_seeds"] == 3
+
+
+def test_verdict_fails_when_the_block_is_clearly_worse_on_the_full_profile(tmp_path):
+    (tmp_path / "c.zip").write_bytes(b"")
+    check = get_check("nrl-params")
+    _fake_store(tmp_path / "store", check, "full",
+                lambda label, seed: 0.90 + 0.001 * seed - (0.05 if label == "newton_2211" else 0.0),
+                data_path=tmp_path / "c.zip")
+    out = verdict_from_store(check, "full", tmp_path / "store", tmp_path / "c.zip")
+    assert out.status == "fails" and "JPEG CIFAR-10 (quality ~75)" in out.evidence
+    assert "-5.00 pts" in out.evidence and "10 epochs" in out.evidence
+
+
+def test_one_sample_check_and_missing_runs(tmp_path):
+    check = get_check("im-cifar")
+    out = verdict_from_store(check, "quick", tmp_path)
+    assert out.status == "not run" and "3 runs of 3 missing" in out.evidence
+    _fake_store(tmp_path, check, "quick", lambda label, seed: 0.97 + 0.002 * seed)
+    out = verdict_from_store(check, "quick", tmp_path)
+    assert out.status == "holds" and "identity_resnet test accuracy: 97.20%" in out.evidence
+
+
+def test_full_profile_without_a_gpu_is_not_run_with_the_reason(tmp_path):
+    out = run_empirical(get_check("oai-cifar"), "full", tmp_path, device=None, data_path=None, progress=False)
+    assert out.status == "not run"
+    assert "needs a GPU" in out.evidence and "4 runs of 4 missing" in out.evidence
+    assert "--device cuda" in out.evidence and not (tmp_path / "runs").exists()
+
+
+# --- one tiny analogue end to end ------------------------------------------------------------------
+
+TINY = EmpiricalCheck(
+    "tiny", "RN-cifar",
+    quick=ProfileSpec(
+        {"name": "tiny-test", "seeds": [0, 1, 2],
+         "base": {"dataset": "synthetic", "dataset_options": {"n_train": 48, "n_test": 32, "num_classes": 3},
+                  "epochs": 1, "batch_size": 16, "lr": 0.05},
+         "models": [{"label": "standard", "name": "resnet20", "options": {"width": 2}},
+                    {"label": "a_resnest", "name": "a_resnest20", "options": {"width": 2}}]},
+        (Comparison("a_resnest", "standard", Region(-50.0), "-0.13 pts", "A-ResNEst not far below"),),
+        "analogue on synthetic data, width 2, 1 epoch; not the paper's CIFAR setting"),
+    full=ProfileSpec(None, reason="test check: no full profile"))
+
+
+def test_tiny_quick_analogue_trains_judges_and_reuses_its_runs(tmp_path):
+    out = run_empirical(TINY, "quick", tmp_path, progress=False, log=lambda *_: None)
+    assert out.status in ("holds", "fails", "inconclusive") and len(out.runs) == 6
+    assert out.details["comparisons"][0]["n"] == 3
+    metrics = [tmp_path / "runs" / r / "metrics.csv" for r in out.runs]
+    stamps = [m.stat().st_mtime_ns for m in metrics]
+    again = run_empirical(TINY, "quick", tmp_path, progress=False, log=lambda *_: None)
+    assert [m.stat().st_mtime_ns for m in metrics] == stamps  # reused, never retrained
+    assert again.details["comparisons"][0]["values"] == out.details["comparisons"][0]["values"]
+    assert np.isfinite(again.details["effect"])
+
+
+def test_deadline_stops_training_before_it_starts(tmp_path):
+    out = run_empirical(TINY, "quick", tmp_path, progress=False, deadline=time.monotonic() - 1,
+                        log=lambda *_: None)
+    assert out.status == "not run" and "stopped by --max-minutes before training 6 runs of 6" in out.evidence

@@ -39,6 +39,8 @@ class LandscapeConfig:
     batch_size: int = 256
     chunk_size: int | None = None
     levels: str = "auto"
+    engine: str = "auto"
+    precision: str = "float32"
     device: str = "cpu"
     out: Path | None = None
     progress: bool = False
@@ -116,6 +118,14 @@ def _check_landscape(cfg: LandscapeConfig) -> None:
     if cfg.chunk_size is not None:
         check_int("--chunk-size", cfg.chunk_size, min_value=1)
     check_choice("--levels", cfg.levels, ("auto", "linear", "log"))
+    from analysis.landscape import ENGINES, PRECISIONS
+    check_choice("--engine", cfg.engine, ENGINES)
+    check_choice("--precision", cfg.precision, PRECISIONS)
+    if cfg.precision != "float32" and cfg.engine == "vmap":
+        raise ValueError(f"--precision {cfg.precision} needs --engine auto, grouped or compiled (vmap is the exact path)")
+    if cfg.precision != "float32" and cfg.engine == "sequential":
+        raise ValueError(f"--precision {cfg.precision} needs --engine auto, grouped or compiled (sequential runs the "
+                         "model in its own dtype)")
 
 
 def _log_levels(choice: str, loss: np.ndarray) -> bool:
@@ -142,21 +152,57 @@ def _centre_loss(model, batches) -> tuple[float, float]:
     return total / n, correct / n
 
 
+def _torchrun_group(device: str):
+    """Join the process group torchrun describes (WORLD_SIZE > 1 in the environment); return (device, created).
+
+    Under torchrun every process evaluates its shard of the grid; the shards are gathered and rank 0
+    writes the files. On CUDA each process uses ``cuda:LOCAL_RANK`` and NCCL, on the CPU gloo.
+    """
+    import os
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device, False
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        return device, False
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return device, True
+
+
 def run_landscape(cfg: LandscapeConfig):
-    """Evaluate the landscape of ``cfg.run_dir`` and write the report; return the result and the files."""
+    """Evaluate the landscape of ``cfg.run_dir`` and write the report; return the result and the files.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) the grid is sharded over the processes; rank 0 writes the
+    files and every other rank returns the full result and no files.
+    """
+    import torch.distributed as dist
     from analysis.landscape import (grid_axis, loss_landscape, plot_contour, plot_curve, random_directions,
                                     save_figure)
 
     _check_landscape(cfg)
-    model, config = _load(cfg.run_dir, cfg.device)
-    batches = _training_batches(config, cfg.samples, cfg.seed, cfg.batch_size, cfg.device)
-    directions = random_directions(model, cfg.dim, seed=cfg.seed, normalization=cfg.norm, ignore="biasbn")
-    axis = grid_axis(-cfg.range, cfg.range, cfg.points)
-    t0 = time.perf_counter()
-    result = loss_landscape(model, directions, batches, axis, axis if cfg.dim == 2 else None, bn=cfg.bn,
-                            chunk_size=cfg.chunk_size, progress=cfg.progress)
-    seconds = time.perf_counter() - t0
-    centre_loss, centre_acc = _centre_loss(model, batches)
+    device, created = _torchrun_group(cfg.device)
+    distributed = dist.is_available() and dist.is_initialized()
+    try:
+        model, config = _load(cfg.run_dir, device)
+        batches = _training_batches(config, cfg.samples, cfg.seed, cfg.batch_size, device)
+        directions = random_directions(model, cfg.dim, seed=cfg.seed, normalization=cfg.norm, ignore="biasbn",
+                                       bn_statistics_too=cfg.bn == "perturbed")
+        axis = grid_axis(-cfg.range, cfg.range, cfg.points)
+        t0 = time.perf_counter()
+        result = loss_landscape(model, directions, batches, axis, axis if cfg.dim == 2 else None, bn=cfg.bn,
+                                chunk_size=cfg.chunk_size, distributed=distributed, engine=cfg.engine,
+                                precision=cfg.precision, progress=cfg.progress and (not distributed
+                                                                                    or dist.get_rank() == 0))
+        seconds = time.perf_counter() - t0
+        if distributed and dist.get_rank() != 0:
+            return result, []
+        centre_loss, centre_acc = _centre_loss(model, batches)
+    finally:
+        if created:
+            dist.destroy_process_group()
     result.meta.update({"run_dir": str(cfg.run_dir), "model": config.model, "dataset": config.dataset,
                         "model_options": config.model_options, "seconds": seconds,
                         "points_per_second": result.loss.size / seconds if seconds > 0 else None,
@@ -202,7 +248,9 @@ def _landscape_markdown(cfg: LandscapeConfig, config, result, seconds: float) ->
         f"| data | {result.num_samples} training images (seeded subset, seed {cfg.seed}) |",
         f"| loss | {result.loss_name} (contour levels {'log' if result.meta.get('log_levels') else 'linear'}) |",
         f"| evaluation | {seconds:.2f} s, {result.loss.size / max(seconds, 1e-12):.1f} points/s, "
-        f"chunk size {result.meta.get('chunk_size')}, {result.meta.get('device')} |",
+        f"chunk size {result.meta.get('chunk_size')}, engine {result.meta.get('engine')} "
+        f"({result.meta.get('precision')}), {result.meta.get('device')}"
+        f"{', ' + str(result.meta['world_size']) + ' processes' if result.meta.get('world_size') else ''} |",
         "",
         "| quantity | loss | where |",
         "|---|---|---|",
@@ -337,6 +385,7 @@ def _curvature_markdown(cfg: CurvatureConfig, s: dict, where: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def add_subcommand(subparsers) -> None:
+    from analysis.landscape import ENGINES  # the library module loads torch.func; only when parsing
     p = subparsers.add_parser("landscape", help="loss landscape around a trained run (filled contour or 1-D curve)",
                               description="Evaluate a seeded random-direction loss landscape (Li et al. 2018 "
                                           "filter normalisation) around RUN_DIR's weights; write landscape.npz/"
@@ -348,15 +397,24 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--norm", choices=("filter", "layer", "model"), default="filter",
                    help="direction normalisation (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the directions and the image subset")
-    p.add_argument("--bn", choices=("eval", "recalibrate"), default="eval",
-                   help="BatchNorm: trained running statistics, or recomputed at every point (default: eval)")
+    p.add_argument("--bn", choices=("eval", "recalibrate", "perturbed"), default="eval",
+                   help="BatchNorm: trained running statistics, recomputed at every point, or moved along the "
+                        "directions with the weights (default: eval)")
     p.add_argument("--samples", type=int, default=1024, help="training images to evaluate on (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--chunk-size", type=int, default=None,
                    help="grid points per batched forward (default: chosen from free memory)")
     p.add_argument("--levels", choices=("auto", "linear", "log"), default="auto",
                    help="contour level spacing; auto = log when the loss spans > 2 decades (default: auto)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="grid evaluator: auto (sequential on a CPU; on a GPU grouped where the model allows, else "
+                        "vmap), sequential (one point at a time), vmap (exact, batched), grouped (P points as one "
+                        "grouped-conv network), compiled "
+                        "(torch.compile of vmap) (default: %(default)s)")
+    p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="precision of the grouped/compiled engines (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s); under torchrun "
+                                                   "cuda means cuda:LOCAL_RANK")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_landscape)
@@ -383,9 +441,12 @@ def add_subcommand(subparsers) -> None:
 def _cmd_landscape(args) -> int:
     cfg = LandscapeConfig(run_dir=args.run_dir, dim=args.dim, points=args.points, range=args.range,
                           norm=args.norm, seed=args.seed, bn=args.bn, samples=args.samples,
-                          batch_size=args.batch_size, chunk_size=args.chunk_size, levels=args.levels, device=args.device,
+                          batch_size=args.batch_size, chunk_size=args.chunk_size, levels=args.levels, engine=args.engine,
+                          precision=args.precision, device=args.device,
                           out=args.out, progress=not args.no_progress)
     result, files = run_landscape(cfg)
+    if not files:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     m = result.meta
     print(f"{m['model']} on {m['dataset']}: {' x '.join(map(str, result.shape))} grid, bn={result.bn}, "
           f"{result.num_samples} images, {m['seconds']:.2f} s")

@@ -297,7 +297,7 @@ def test_train_mode_model_without_bn_choice_raises():
     dirs = random_directions(model, 1)
     with pytest.raises(ValueError, match="train mode and has BatchNorm layers.*bn='eval'.*bn='recalibrate'"):
         loss_landscape(model, dirs, _data(2, 5), [0.0])
-    with pytest.raises(ValueError, match="bn must be one of 'eval', 'recalibrate'; got 'train'"):
+    with pytest.raises(ValueError, match="bn must be one of 'eval', 'recalibrate', 'perturbed'; got 'train'"):
         loss_landscape(model, dirs, _data(2, 5), [0.0], bn="train")
     # a model without BatchNorm needs no choice, even in train mode
     plain = _tiny_plain_net().train()
@@ -386,3 +386,171 @@ def test_normalize_direction_does_not_modify_its_input():
     assert all(torch.equal(raw[k], keep[k]) for k in raw)
     given = Directions.given(raw)
     assert given.kind == "given" and len(given.vectors) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# BatchNorm "perturbed": running statistics moved along the directions
+# ----------------------------------------------------------------------------------------------
+
+def test_perturbed_bn_matches_per_point_evaluation():
+    model = _tiny_bn_net()
+    data = _data(5, 5)
+    dirs = random_directions(model, 2, seed=3, bn_statistics_too=True)
+    # range 3: some moved variances go below zero, so the clamp is exercised too
+    alphas, betas = grid_axis(-3, 3, 3), grid_axis(-1, 1, 2)
+    fast = loss_landscape(model, dirs, data, alphas, betas, bn="perturbed", chunk_size=4)
+    ref = loss_landscape_reference(model, dirs, data, alphas, betas, bn="perturbed")
+    eval_bn = loss_landscape(model, dirs, data, alphas, betas, bn="eval")
+    assert fast.bn == "perturbed" and fast.complete
+    # float64 through 2 BN layers: ~1e-15 apart; 1e-10 leaves room
+    assert np.abs(fast.loss / ref.loss - 1).max() < 1e-10
+    assert np.abs(eval_bn.loss / ref.loss - 1).max() > 1e-3  # moving the statistics changes the values
+    centre = loss_landscape(model, dirs, data, [0.0], [0.0], bn="perturbed")
+    plain = loss_landscape(model, dirs, data, [0.0], [0.0], bn="eval")
+    assert centre.loss[0, 0] == pytest.approx(plain.loss[0, 0], rel=1e-12)  # the origin is the deployed model
+
+
+def test_perturbed_bn_statistics_directions_are_normalised_and_seeded():
+    model = _tiny_bn_net()
+    with_stats = random_directions(model, 2, seed=5, bn_statistics_too=True)
+    plain = random_directions(model, 2, seed=5)
+    stats = {k: v for k, v in model.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+    assert len(stats) == 4
+    for d_s, d_p in zip(with_stats.vectors, plain.vectors):
+        for k in d_p:
+            assert torch.equal(d_s[k], d_p[k]), k  # the parameter part of a seed is unchanged
+        for k, s in stats.items():
+            # one vector per statistic, rescaled to the statistic's norm (float64: 1e-12)
+            torch.testing.assert_close(d_s[k].norm(), s.norm(), rtol=1e-12, atol=0)
+
+
+def test_perturbed_bn_without_statistics_entries_raises():
+    model = _tiny_bn_net()
+    with pytest.raises(ValueError, match=r"bn='perturbed' moves the BatchNorm running statistics.*bn_statistics_too"):
+        loss_landscape(model, random_directions(model, 1), _data(2, 5), [0.0], bn="perturbed")
+
+
+def test_direction_to_another_model_with_statistics_reaches_it_as_deployed():
+    a, b = _tiny_bn_net(0), _tiny_bn_net(1)
+    data = _data(6, 5)
+    dirs = directions_to_models(a, b, bn_statistics_too=True)
+    res = loss_landscape(a, dirs, data, [0.0, 1.0], bn="perturbed")
+    with torch.no_grad():
+        target = float(nn.functional.cross_entropy(b(data[0]), data[1]))
+    assert abs(res.loss[1] - target) < 1e-12  # float64, one subtraction and addition per entry
+
+
+# ----------------------------------------------------------------------------------------------
+# fast engines
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bn", ["eval", "perturbed"])
+def test_grouped_engine_matches_vmap_on_resnet20(zoo, bn):
+    model, data = zoo
+    dirs = random_directions(model, 2, seed=6, bn_statistics_too=True)
+    alphas, betas = grid_axis(-1, 1, 3), grid_axis(-0.5, 0.5, 3)
+    exact = loss_landscape(model, dirs, data, alphas, betas, bn=bn, chunk_size=4)
+    # chunk 4 of 9 points: the last chunk is padded; compile off (CPU default) keeps the test fast
+    fast = loss_landscape(model, dirs, data, alphas, betas, bn=bn, chunk_size=4, engine="grouped")
+    assert fast.meta["engine"] == "grouped" and fast.meta["precision"] == "float32"
+    # float32, 20 layers, grouped vs vmapped convs round differently: ~1e-6 (see the first test)
+    assert np.abs(fast.loss / exact.loss - 1).max() < 1e-5
+    np.testing.assert_array_equal(fast.accuracy, exact.accuracy)
+
+
+def test_grouped_engine_reduced_precision_within_its_rounding():
+    model = _tiny_bn_net(dtype=torch.float32)
+    data = _data(32, 5, dtype=torch.float32)
+    dirs = random_directions(model, 2, seed=1)
+    axis = grid_axis(-0.5, 0.5, 3)
+    exact = loss_landscape(model, dirs, data, axis, axis)
+    half = loss_landscape(model, dirs, data, axis, axis, engine="grouped", precision="float16")
+    bf16 = loss_landscape(model, dirs, data, axis, axis, engine="grouped", precision="bfloat16")
+    err16 = np.abs(half.loss / exact.loss - 1).max()
+    errbf = np.abs(bf16.loss / exact.loss - 1).max()
+    # float16 rounds to 2^-11 = 4.9e-4 relative, bfloat16 to 2^-8 = 3.9e-3, per stored value;
+    # three layers of a few such roundings: within 4x the unit each, and bfloat16 really coarser
+    assert err16 < 2e-3, err16
+    assert errbf < 1.6e-2, errbf
+    assert err16 > 0 and errbf > 0  # the casts really happened
+
+
+def test_grouped_engine_falls_back_with_a_reason():
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 2, 3), nn.Conv2d(3, 2, 3)
+            self.fc = nn.Linear(4, 5)
+
+        def forward(self, x):
+            return self.fc(torch.cat([self.a(x), self.b(x)], dim=1).mean(dim=(2, 3)))
+
+    model = Cat().double().eval()
+    data = _data(4, 5)
+    dirs = random_directions(model, 1)
+    with pytest.warns(RuntimeWarning, match="engine='grouped' cannot run this model: function cat"):
+        res = loss_landscape(model, dirs, data, [0.0, 1.0], engine="grouped")
+    assert res.meta["engine"] == "vmap"
+    ref = loss_landscape_reference(model, dirs, data, [0.0, 1.0])
+    assert np.abs(res.loss / ref.loss - 1).max() < 1e-12
+    bn_model = _tiny_bn_net()
+    with pytest.warns(RuntimeWarning, match="bn='recalibrate'"):
+        loss_landscape(bn_model, random_directions(bn_model, 1), data, [0.0], bn="recalibrate", engine="grouped")
+    with pytest.raises(ValueError, match="precision='bfloat16' needs engine='grouped', 'compiled' or 'auto'"):
+        loss_landscape(bn_model, random_directions(bn_model, 1), data, [0.0], precision="bfloat16", engine="vmap")
+
+
+def test_auto_engine_on_cpu_is_sequential_and_exact():
+    # On a CPU "auto" evaluates point by point with the model's own layers (the fastest there); it
+    # must give the vmap path's numbers for every BatchNorm mode: float64 models, losses ~2, sums in
+    # another order -> 1e-10 relative.
+    import warnings
+
+    data = _data(4, 5)
+    bn_model = _tiny_bn_net()
+    dirs = random_directions(bn_model, 2, bn_statistics_too=True)
+    for bn in ("eval", "recalibrate", "perturbed"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            auto = loss_landscape(bn_model, dirs, data, [-1.0, 0.5], [0.0, 1.0], bn=bn)
+        exact = loss_landscape(bn_model, dirs, data, [-1.0, 0.5], [0.0, 1.0], bn=bn, engine="vmap")
+        assert auto.meta["engine"] == "sequential" and exact.meta["engine"] == "vmap"
+        assert np.abs(auto.loss / exact.loss - 1).max() < 1e-10, bn
+        assert np.array_equal(auto.accuracy, exact.accuracy)
+    with pytest.raises(ValueError, match="sequential engine runs the model in its own dtype"):
+        loss_landscape(bn_model, dirs, data, [0.0], [0.0], engine="sequential", precision="bfloat16")
+
+
+def test_log_levels_use_a_log_colour_norm(tmp_path):
+    from matplotlib.colors import LogNorm
+
+    model = _tiny_plain_net()
+    res = loss_landscape(model, random_directions(model, 2), _data(4, 5), grid_axis(-3, 3, 5), grid_axis(-3, 3, 5))
+    res.loss = res.loss ** 4  # several decades, as far from a minimum
+    fig = plot_contour(res, log=True, levels=9)
+    filled = [c for c in fig.axes[0].collections if hasattr(c, "norm")][0]
+    assert isinstance(filled.norm, LogNorm)
+    levels = np.asarray(filled.levels)
+    np.testing.assert_allclose(levels[1:] / levels[:-1], levels[1] / levels[0], rtol=1e-9)  # geometric
+    assert levels[0] == pytest.approx(np.nanmin(res.loss)) and levels[-1] == pytest.approx(np.nanmax(res.loss))
+    assert len(fig.axes[0].texts) > 0  # labelled levels
+    save_figure(fig, tmp_path / "log")
+    with pytest.raises(ValueError, match="log=True needs positive contour levels"):
+        plot_contour(res, log=True, levels=[-1.0, 1.0, 2.0])
+
+
+def test_sequential_engine_channels_last_matches_vmap_on_a_zoo_model():
+    # ResNet-20 at width 8 takes the channels_last CPU path (no 1x1 stride-2 conv below 8 channels);
+    # float32, losses ~2.3, other summation order and layout: 1e-5 relative (as the grouped engine).
+    from analysis.landscape import _cpu_channels_last_safe
+    from analysis.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=10, width=8).eval()
+    assert _cpu_channels_last_safe(model)
+    assert not _cpu_channels_last_safe(build_model("resnet20", num_classes=10, width=2))
+    data = _data(8, 10, size=32, dtype=torch.float32)
+    dirs = random_directions(model, 2, seed=1)
+    seq = loss_landscape(model, dirs, data, [-0.5, 0.5], [0.0, 0.5], engine="sequential")
+    exact = loss_landscape(model, dirs, data, [-0.5, 0.5], [0.0, 0.5], engine="vmap")
+    assert np.abs(seq.loss / exact.loss - 1).max() < 1e-5

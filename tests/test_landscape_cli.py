@@ -141,3 +141,46 @@ def test_bn_choice_cannot_be_dropped(run):
         main(["landscape", str(run), "--bn", "train"])
     with pytest.raises(SystemExit):
         main(["landscape", str(run), "--dim", "3"])
+
+
+def test_landscape_perturbed_bn_with_the_grouped_engine(run, landscape_out, tmp_path):
+    out = tmp_path / "perturbed"
+    rc = main(["landscape", str(run), "--points", "3", "--samples", str(SAMPLES), "--chunk-size", "4",
+               "--bn", "perturbed", "--engine", "grouped", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    res = LandscapeResult.load(out / "landscape")
+    assert res.bn == "perturbed" and res.meta["engine"] == "grouped" and res.complete
+    evald = LandscapeResult.load(landscape_out / "landscape")
+    # same seed and grid: the centre is the deployed model either way (float32 sums: 1e-5);
+    # elsewhere moving the BN statistics changes the loss
+    assert res.loss[1, 1] == pytest.approx(evald.loss[1, 1], rel=1e-5)
+    assert np.abs(res.loss / evald.loss - 1).max() > 1e-3
+
+
+def _torchrun_like_worker(rank: int, world: int, port: int, run_dir: str, out: str) -> None:
+    import os
+
+    torch.set_num_threads(1)
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    rc = main(["landscape", run_dir, "--points", "3", "--samples", str(SAMPLES), "--chunk-size", "2",
+               "--no-progress", "--out", out])
+    assert rc == 0
+
+
+def test_landscape_under_torchrun_shards_and_rank0_writes(run, landscape_out, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "dist"
+    # the environment torchrun sets (RANK, WORLD_SIZE, MASTER_ADDR/PORT), in 2 spawned processes
+    mp.spawn(_torchrun_like_worker, args=(2, port, str(run), str(out)), nprocs=2, join=True)
+    res = LandscapeResult.load(out / "landscape")
+    single = LandscapeResult.load(landscape_out / "landscape")
+    assert res.meta["world_size"] == 2 and res.complete
+    # float32, same points, different vmap chunking: a few ulps
+    np.testing.assert_allclose(res.loss, single.loss, rtol=1e-5)

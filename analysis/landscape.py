@@ -58,9 +58,10 @@ Engines (``engine=``): ``"auto"`` (the default) is ``"sequential"`` on a CPU in 
 ``"grouped"`` where the model can be traced and ``"vmap"`` where not, silently (the result's
 ``meta["engine"]`` says which ran); ``"sequential"`` evaluates one point at a time with the model's
 own layers (``_PointEvaluator``, shared with ``loss_landscape_reference``; on 2 CPU cores it is the
-fastest, with channels_last 1.26x loss-landscapes where vmap reaches 0.46x); ``"vmap"`` is the exact path above; ``"grouped"`` (``GroupedForward``) runs
-the K points of a chunk as ONE network with K-fold channels (convs become grouped convs with the
-K weight sets stacked, eval BatchNorm a per-channel affine, the final Linear a batched matmul),
+fastest, with channels_last 1.26x loss-landscapes where vmap reaches 0.46x); ``"vmap"`` is the
+exact path above; ``"grouped"`` (``GroupedForward``) runs the K points of a chunk as ONE network
+with K-fold channels (convs become grouped convs with the K weight sets stacked, eval BatchNorm a
+per-channel affine, the final Linear a batched matmul),
 optionally in bfloat16/float16, channels_last and ``torch.compile``d on CUDA; models it cannot
 trace (channel concatenation, ...) and ``bn="recalibrate"`` fall back to vmap with a warning that
 names the reason. ``"compiled"`` is ``torch.compile`` of the vmap path (autocast for reduced

@@ -222,3 +222,36 @@ def test_deadline_stops_training_before_it_starts(tmp_path):
     out = run_empirical(TINY, "quick", tmp_path, progress=False, deadline=time.monotonic() - 1,
                         log=lambda *_: None)
     assert out.status == "not run" and "stopped by --max-minutes before training 6 runs of 6" in out.evidence
+
+
+# --- the full profile's plumbing, end to end on the CPU ----------------------------------------------
+
+def test_full_profile_path_runs_end_to_end_on_tiny_cifar_pickles(tmp_path, monkeypatch):
+    """What a GPU session runs (full spec: CIFAR loader from --data, bf16 + channels_last settings,
+    the sweep, the risk-gap artefacts from checkpoints, the verdict from the store), shrunk to 1 epoch
+    of 2 seeds on 20 fake CIFAR images and run on the CPU, so that plumbing errors show here and not
+    on the clock of a lent GPU. The numbers mean nothing; the test checks that every stage ran."""
+    import dataclasses
+
+    import experiments.empirical as emp
+    from tests.test_data_cifar import fake_cifar10
+
+    fake_cifar10(tmp_path / "data", n_batch=4, n_test=6)
+    real = get_check("rn-cifar")
+    sweep = dict(real.full.sweep)
+    sweep["seeds"] = [0, 1]
+    sweep["base"] = {**sweep["base"], "epochs": 1, "batch_size": 8}
+    sweep["models"] = [m for m in sweep["models"] if m["label"] in ("standard", "a_resnest")]
+    comparisons = tuple(c for c in real.full.comparisons if c.block == "a_resnest")
+    tiny = dataclasses.replace(real, full=dataclasses.replace(real.full, sweep=sweep, comparisons=comparisons))
+    monkeypatch.setattr(emp, "_cannot_train", lambda profile, device, train: "")
+    out = run_empirical(tiny, "full", tmp_path / "store", device="cpu", data_path=tmp_path / "data",
+                        progress=False, log=lambda *_: None)
+    assert out.status in ("holds", "fails", "inconclusive"), out.evidence
+    assert len(out.runs) == 4 and out.details["comparisons"][0]["n"] == 2
+    for run_id in out.runs:
+        rd = tmp_path / "store" / "runs" / run_id
+        config = json.loads((rd / "config.json").read_text())
+        assert config["dataset"] == "cifar10" and config["precision"] == "bf16"
+        assert (rd / "result.json").exists() and (rd / "risk_gap.json").exists()
+    assert "CIFAR-10 (original pickles)" in out.evidence

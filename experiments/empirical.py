@@ -706,7 +706,9 @@ def run_empirical(check: EmpiricalCheck, profile: str, store: Path | str, *, dev
             return EmpiricalOutcome(check.claim_id, "inconclusive", f"training failed: {errs}", label,
                                     details={"profile": profile, "failures": failures})
     notes = []
-    if ps.artefacts and (deadline is None or time.monotonic() < deadline):
+    # Artefacts are made even past the deadline: they need the checkpoints, which a GPU machine loses
+    # when it is given back, and they take seconds there (a risk gap, one 21 x 21 landscape).
+    if ps.artefacts:
         with _quick_threads(profile):
             notes = make_artefacts(check, profile, store, data_path, device=dev or "cpu", log=log)
     return verdict_from_store(check, profile, store, data_path, notes)

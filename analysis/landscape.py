@@ -1512,6 +1512,18 @@ def _draw_contour(ax, result, levels, filled, trajectory, title, label_every: in
     return cs_f if filled else cs
 
 
+def _colorbar(fig, mappable, ax, label: str, log: bool):
+    bar = fig.colorbar(mappable, ax=ax, label=label)
+    if log:
+        # contourf hands the colour bar its (geometric) levels as ticks, printed as 1.22668x10^3;
+        # decades with plain labels read better, the contour labels give the exact levels
+        from matplotlib.ticker import LogFormatterSciNotation, LogLocator
+        bar.ax.yaxis.set_major_locator(LogLocator(base=10))
+        bar.ax.yaxis.set_major_formatter(LogFormatterSciNotation(base=10))
+        bar.ax.yaxis.set_minor_locator(LogLocator(base=10, subs="auto"))
+    return bar
+
+
 def plot_contour(result: LandscapeResult, *, levels=None, filled: bool = True, log: bool = False,
                  trajectory=None, title: str | None = None, ax=None):
     """Contour (filled by default) of a 2-D landscape with labelled levels; returns the Figure.
@@ -1527,7 +1539,7 @@ def plot_contour(result: LandscapeResult, *, levels=None, filled: bool = True, l
     ax = ax or fig.axes[0]
     mappable = _draw_contour(ax, result, lv, filled, trajectory, title, log=log)
     if filled:
-        fig.colorbar(mappable, ax=ax, label=result.loss_name)
+        _colorbar(fig, mappable, ax, result.loss_name, log)
     return fig
 
 
@@ -1544,7 +1556,7 @@ def plot_side_by_side(results: dict, *, levels=None, filled: bool = True, log: b
     for ax, (title, r) in zip(axes[0], results.items()):
         mappable = _draw_contour(ax, r, lv, filled, None, title, log=log)
     if filled:
-        fig.colorbar(mappable, ax=list(axes[0]), label=next(iter(results.values())).loss_name)
+        _colorbar(fig, mappable, list(axes[0]), next(iter(results.values())).loss_name, log)
     fig.levels = lv  # the shared levels, for callers and tests
     return fig
 

@@ -152,16 +152,16 @@ def _fake_store(store, check, profile, acc_of, data_path=None, checkpoint=False)
 
 def test_verdict_from_a_store_without_checkpoints_names_its_runs(tmp_path):
     check = get_check("nrl-params")
-    noise = {0: 0.001, 1: -0.002, 2: 0.0}
+    noise = {0: 0.001, 1: -0.002, 2: 0.0, 3: 0.003, 4: -0.001}
     ids = _fake_store(tmp_path, check, "quick",
                       lambda label, seed: 0.95 + noise[seed] + (0.004 if label == "newton_2211" else 0.0))
     out = verdict_from_store(check, "quick", tmp_path)
     assert out.status == "holds", out.evidence
-    assert sorted(out.runs) == sorted(ids) and len(ids) == 6
+    assert sorted(out.runs) == sorted(ids) and len(ids) == 10
     assert "analogue on digits" in out.evidence and "paper +0.0 pts" in out.evidence
     cmp = out.details["comparisons"][0]
-    assert cmp["n"] == 3 and cmp["mean"] == pytest.approx(0.4)
-    assert out.details["effect"] == pytest.approx(0.4) and out.details["n_seeds"] == 3
+    assert cmp["n"] == 5 and cmp["mean"] == pytest.approx(0.4)
+    assert out.details["effect"] == pytest.approx(0.4) and out.details["n_seeds"] == 5
 
 
 def test_verdict_fails_when_the_block_is_clearly_worse_on_the_full_profile(tmp_path):
@@ -178,10 +178,11 @@ def test_verdict_fails_when_the_block_is_clearly_worse_on_the_full_profile(tmp_p
 def test_one_sample_check_and_missing_runs(tmp_path):
     check = get_check("im-cifar")
     out = verdict_from_store(check, "quick", tmp_path)
-    assert out.status == "not run" and "3 runs of 3 missing" in out.evidence
+    assert out.status == "not run" and "5 runs of 5 missing" in out.evidence
     _fake_store(tmp_path, check, "quick", lambda label, seed: 0.97 + 0.002 * seed)
     out = verdict_from_store(check, "quick", tmp_path)
-    assert out.status == "holds" and "identity_resnet test accuracy: 97.20%" in out.evidence
+    # seeds 0..4: mean accuracy 0.97 + 0.002 * 2 = 97.40%
+    assert out.status == "holds" and "identity_resnet test accuracy: 97.40%" in out.evidence
 
 
 def test_full_profile_without_a_gpu_is_not_run_with_the_reason(tmp_path):

@@ -878,6 +878,9 @@ def _cpu_channels_last_safe(model: nn.Module) -> bool:
                    and min(m.in_channels, m.out_channels) < 8 for m in model.modules())
 
 
+_SEQUENTIAL_CHUNK = 8  # grid points between checkpoints / progress updates of the sequential engine
+
+
 def _sequential_chunk_fn(model, problem: "_Problem"):
     """Chunk evaluator of the sequential engine: coeff (K, ndir) -> (summed loss (K,), correct (K,)).
 
@@ -1317,16 +1320,20 @@ def loss_landscape(
         result.meta["shard"] = [int(shard[0]), int(shard[1])]
 
     ref = next(iter(weights.values()))
-    if chunk_size is None:
-        clone, _ = _functional_copy(model)
-        chunk_size = auto_chunk_size(clone, problem.batches[0][0], num_points=max(1, todo.size))
-    else:
-        chunk_size = check_int("chunk_size", chunk_size, min_value=1)
     used_engine = engine
     if engine == "auto" and ref.device.type == "cpu" and precision == "float32":
         # measured on 2 CPU cores (experiments/benchmarks/landscape_speed.py): one point at a time with
         # the model's own layers beats every batched engine there; batching pays on a GPU
         engine = used_engine = "sequential"
+    if chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size, min_value=1)
+    elif engine == "sequential":
+        # points are evaluated one by one; a chunk only sets how often the progress bar and the
+        # checkpoint advance, so no memory probe is needed
+        chunk_size = _SEQUENTIAL_CHUNK
+    else:
+        clone, _ = _functional_copy(model)
+        chunk_size = auto_chunk_size(clone, problem.batches[0][0], num_points=max(1, todo.size))
     if engine == "sequential":
         if precision != "float32":
             raise ValueError(f"precision={precision!r} needs engine='grouped', 'compiled' or 'auto'; the "

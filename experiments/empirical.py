@@ -47,7 +47,7 @@ from analysis.validation import check_choice, check_int, check_real
 
 __all__ = ["PROFILES", "Region", "Comparison", "ProfileSpec", "EmpiricalCheck", "PairedStats", "CHECKS",
            "get_check", "paired_stats", "judge", "combine_statuses", "full_dataset", "build_sweep", "schedule_text",
-           "make_artefacts", "landscape_proxy",
+           "make_artefacts", "landscape_proxy", "judge_fp16", "write_fp16_peaks",
            "EmpiricalOutcome", "run_empirical", "verdict_from_store", "QUICK_DATASET"]
 
 PROFILES = ("quick", "full")
@@ -118,6 +118,9 @@ class EmpiricalCheck:
     quick: ProfileSpec
     full: ProfileSpec
     qualitative: bool = False  # the verdict stays "inconclusive": the claim has no measurable threshold
+    # A check whose outcome is not an accuracy comparison (NRL-fp16: did a run overflow?): called as
+    # judge_fn(spec, store) -> (status, text, details) in place of the comparisons.
+    judge_fn: Callable | None = None
 
     def spec(self, profile: str) -> ProfileSpec:
         check_choice("profile", profile, PROFILES)
@@ -227,6 +230,16 @@ _NRL_PARAMS_MODELS_F = [_m("resnet18", "resnet18"), _m("newton_2211", "newton_re
 
 
 
+# NRL-fp16: the same Newton-ResNet [2,2,1,1] with and without the tanh after N2, trained in float16
+# autocast (GradScaler); a non-finite loss ends a run as finished (on_nonfinite="stop") with the step
+# and the first layer whose output overflowed, which is the outcome being measured.
+_FP16_BASE = {"precision": "fp16", "on_nonfinite": "stop"}
+_FP16_MODELS_Q = [_m("newton_plain", "newton_resnet_2211", width=8),
+                  _m("newton_tanh", "newton_resnet_2211", width=8, second_order_tanh=True)]
+_FP16_MODELS_F = [_m("newton_plain", "newton_resnet_2211"),
+                  _m("newton_tanh", "newton_resnet_2211", second_order_tanh=True)]
+
+
 def _rn_models(lr: float, **width) -> list[dict]:
     # The plain ResNEst trains at a tenth of the others' learning rate (the authors' code: 0.01 vs 0.1).
     resnest = {**_m("resnest", "resnest20", **width), "base": {"lr": lr / 10}}
@@ -281,12 +294,15 @@ CHECKS: tuple[EmpiricalCheck, ...] = (
     ),
     EmpiricalCheck(
         "nrl-fp16", "NRL-fp16",
-        quick=ProfileSpec(None, reason="needs float16 training: TrainConfig.precision offers fp32 and bf16 only, "
-                                       "and bf16 has float32's exponent range, so it cannot show a float16 "
-                                       "overflow"),
-        full=ProfileSpec(None, reason="needs float16 (not bf16) autocast training on a GPU, with and without "
-                                      "second_order_tanh, counting non-finite steps; TrainConfig.precision "
-                                      "offers fp32 and bf16 only"),
+        quick=ProfileSpec(
+            {"name": "audit-quick-nrl-fp16", "seeds": [0, 1, 2],
+             "base": {**_QUICK_BASE, "epochs": 4, **_FP16_BASE}, "models": _FP16_MODELS_Q},
+            (), _QUICK_SETTING.format(width=8, epochs=4, seeds=3) + "; float16 autocast on the CPU",
+            artefacts=("fp16_peaks",)),
+        full=_full("nrl-fp16", _FP16_MODELS_F, [], seeds=[0, 1, 2], epochs=10, artefacts=("fp16_peaks",),
+                   note="float16 autocast (not bf16) with loss scaling, the paper's lr for batch 256 (0.1)",
+                   **{**_FP16_BASE, "lr": 0.1}),
+        judge_fn=lambda spec, store: judge_fp16(spec, store),
     ),
     EmpiricalCheck(
         "nrl-contour", "NRL-contour", qualitative=True,
@@ -485,6 +501,11 @@ def verdict_from_store(check: EmpiricalCheck, profile: str, store: Path | str, d
     details = {"profile": profile, "setting": setting, "schedule": schedule, "dataset": dataset_text,
                "sweep": spec.name, "comparisons": []}
     parts, statuses = [], []
+    if check.judge_fn is not None:
+        status, text, extra_details = check.judge_fn(spec, store)
+        statuses.append(status)
+        parts.append(text)
+        details.update(extra_details)
     for cmp in ps.comparisons:
         if cmp.baseline is None:
             final = table.sort_values("epoch").groupby("run_id").tail(1)
@@ -565,9 +586,10 @@ def make_artefacts(check: EmpiricalCheck, profile: str, store: Path, data_path=N
         return []
     spec = build_sweep(check, profile, data_path)
     notes = []
+    datasets: dict = {}  # one load of the dataset for all runs of this check
     for kind in ps.artefacts:
         for label, run_id, rd in _artefact_runs(spec, store, kind):
-            target = rd / ("landscape.npz" if kind == "landscape" else "risk_gap.json")
+            target = rd / _ARTEFACT_FILES[kind]
             if target.exists():
                 continue
             if not (rd / "checkpoint.pt").exists():
@@ -578,6 +600,8 @@ def make_artefacts(check: EmpiricalCheck, profile: str, store: Path, data_path=N
                 from experiments.landscape_cli import run_landscape
 
                 run_landscape(_landscape_config(rd, profile, device))
+            elif kind == "fp16_peaks":
+                write_fp16_peaks(rd, device, max_samples=None if profile == "quick" else 5000, cache=datasets)
             else:
                 from experiments.risk_gap_cli import RiskGapConfig, run_risk_gap
 
@@ -586,6 +610,106 @@ def make_artefacts(check: EmpiricalCheck, profile: str, store: Path, data_path=N
     if "landscape" in ps.artefacts:
         _side_by_side(spec, store)
     return notes
+
+
+_ARTEFACT_FILES = {"landscape": "landscape.npz", "risk_gap": "risk_gap.json", "fp16_peaks": "fp16_peaks.json"}
+
+
+def write_fp16_peaks(run_dir: Path, device: str = "cpu", max_samples: int | None = None,
+                     cache: dict | None = None) -> Path:
+    """``RUN_DIR/fp16_peaks.json``: ``analysis.numerics.second_order_peaks`` of the run's last checkpoint.
+
+    Measured on the training images (the first ``max_samples`` of a seeded permutation when set),
+    in float32 and eval mode; for a run stopped at a non-finite loss the checkpoint is the last
+    good epoch's, so the peaks say how large the term was just before.
+    """
+    import json
+
+    import torch
+
+    from analysis.numerics import second_order_peaks
+    from experiments.data import load_dataset, normalize
+    from experiments.train import load_run
+
+    run_dir = Path(run_dir)
+    model, config = load_run(run_dir, map_location=device)
+    key = json.dumps([config.dataset, config.dataset_options], sort_keys=True)
+    cache = cache if cache is not None else {}
+    if key not in cache:
+        cache[key] = load_dataset(config.dataset, **config.dataset_options)
+    data = cache[key]
+    images = data.train_images
+    if max_samples is not None and max_samples < images.shape[0]:
+        idx = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))[:max_samples]
+        images = images[idx]
+    x = normalize(images.to(device), data.mean, data.std)
+    peaks = second_order_peaks(model, x)
+    peaks["checkpoint_epoch"] = int(torch.load(run_dir / "checkpoint.pt", map_location="cpu",
+                                               weights_only=False)["epoch"])
+    out = run_dir / "fp16_peaks.json"
+    out.write_text(json.dumps(peaks, indent=2, default=lambda v: None))
+    return out
+
+
+def judge_fp16(spec, store: Path) -> tuple[str, str, dict]:
+    """NRL-fp16's verdict from the finished runs of ``newton_plain`` and ``newton_tanh``.
+
+    - ``holds``: some run without the tanh hit a non-finite loss in float16 and none with it did;
+    - ``fails``: a run with the tanh overflowed too (the tanh did not prevent it);
+    - ``inconclusive``: no run overflowed (the paper says the term *might* overflow: not seeing it
+      at this scale does not refute that); the evidence gives the measured float16 headroom.
+    """
+    import json
+
+    from analysis.numerics import FP16_MAX
+    from experiments.sweep import expand
+
+    runs: dict[str, list[dict]] = {}
+    for r in expand(spec):
+        rd = store / "runs" / r.run_id
+        result = json.loads((rd / "result.json").read_text()) if (rd / "result.json").exists() else {}
+        peaks_file = rd / "fp16_peaks.json"
+        peaks = json.loads(peaks_file.read_text()) if peaks_file.exists() else None
+        runs.setdefault(r.label, []).append({"run_id": r.run_id, "seed": r.seed, "nonfinite": result.get("nonfinite"),
+                                             "epochs_completed": result.get("epochs_completed"),
+                                             "peak": (peaks or {}).get("peak")})
+    plain, tanh = runs.get("newton_plain", []), runs.get("newton_tanh", [])
+    bad = {label: [r for r in rs if r["nonfinite"]] for label, rs in runs.items()}
+
+    def overflow_text(label: str) -> str:
+        rs = bad.get(label, [])
+        if not rs:
+            return f"{label}: 0 of {len(runs.get(label, []))} runs overflowed"
+        first = rs[0]["nonfinite"]
+        return (f"{label}: {len(rs)} of {len(runs[label])} runs hit a non-finite loss (seed {rs[0]['seed']}: step "
+                f"{first['step']}, {first['where']})")
+
+    def peak_text(label: str) -> str:
+        ps = [r["peak"] for r in runs.get(label, []) if r["peak"]]
+        if not ps:
+            return f"{label}: peaks missing"
+        prod = max(p["product"] or 0.0 for p in ps)
+        term = max(p["term"] or 0.0 for p in ps)
+        return (f"{label}: largest |N1(s)*f| {prod:.3g} ({100 * prod / FP16_MAX:.2g}% of {FP16_MAX:g}), "
+                f"largest |N2(.)| {term:.3g}")
+
+    if bad.get("newton_tanh"):
+        status = "fails"
+        lead = "the tanh did not prevent float16 overflow"
+    elif bad.get("newton_plain"):
+        status = "holds"
+        lead = "float16 overflow without the tanh, none with it"
+    else:
+        status = "inconclusive"
+        lead = ("no run overflowed in float16, with or without the tanh, so neither half of the claim could be "
+                "shown at this scale")
+    text = (f"{lead}: {overflow_text('newton_plain')}; {overflow_text('newton_tanh')}. Float16 headroom at the last "
+            f"good checkpoint (float32 eval forward on training images): {peak_text('newton_plain')}; "
+            f"{peak_text('newton_tanh')}. The tanh follows N2, so it bounds the added term but not the product "
+            f"N1(s)*f before it")
+    details = {"fp16": {"runs": runs, "overflowed": {k: len(v) for k, v in bad.items()},
+                        "n": {"newton_plain": len(plain), "newton_tanh": len(tanh)}}}
+    return status, text, details
 
 
 def _load_landscapes(spec, store: Path) -> dict:

@@ -16,7 +16,7 @@ mode=${1:?usage: gpu_session.sh audit|bench OUT [MINUTES]}
 out=${2:?usage: gpu_session.sh audit|bench OUT [MINUTES]}
 minutes=${3:-7}
 # The claims the issue asks to settle on CIFAR-10 first; set CLAIMS to choose others.
-claims=${CLAIMS:-NRL-linear,NRL-params,RN-cifar,ND-depth,OAI-cifar,NRL-contour}
+claims=${CLAIMS:-NRL-linear,NRL-params,RN-cifar,ND-depth,OAI-cifar,NRL-contour,NRL-fp16}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$out"
 data=data/cifar10-jpeg.zip

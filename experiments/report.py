@@ -21,6 +21,8 @@ The sources stay short: the work is done here, by functions a notebook calls sec
 - ``plot_landscapes``: 2-D contours side by side on shared levels (1-D landscapes as curves).
 - ``plot_risk_gaps`` / ``risk_gap_table``: the per-block curve A(H_0..H_i) of RN Prop. 2.
 - ``plot_curvature`` / ``curvature_table``: Hessian spectral densities and extreme eigenvalues.
+- ``fp16_table`` / ``plot_fp16_peaks``: float16 Newton-ResNet runs, whether they overflowed, and
+  the peaks of the second-order term against float16's largest value (NRL-fp16).
 - ``show_*``: the same as notebook sections, each saying ``not run: ...`` when its input is absent.
 
 A result belongs to a paper by, in this order: a ``paper`` field in its metadata, the sweep it lies
@@ -47,7 +49,7 @@ __all__ = [
     "NOTEBOOK_SOURCES", "NotebookExecutionError", "ReportContext", "StoreIndex", "Artefact",
     "notebook_source", "load_audit", "claims_table", "comparisons_table", "scan_store", "training_curves", "final_epoch_table",
     "plot_training_curves", "plot_landscapes", "landscape_table", "plot_risk_gaps", "risk_gap_table",
-    "plot_curvature", "curvature_table", "setup_notebook", "build_notebook", "build_reports", "add_subcommand",
+    "plot_curvature", "curvature_table", "fp16_table", "plot_fp16_peaks", "show_fp16", "setup_notebook", "build_notebook", "build_reports", "add_subcommand",
 ]
 
 NOTEBOOK_SOURCES = Path(__file__).resolve().parent / "notebooks"
@@ -730,6 +732,83 @@ def plot_risk_gaps(artefacts: list[Artefact]) -> list:
         fig.tight_layout()
         figures.append(fig)
     return figures
+
+
+# ----------------------------------------------------------------------------------------------
+# float16 headroom (NRL-fp16)
+# ----------------------------------------------------------------------------------------------
+
+def fp16_table(store) -> pd.DataFrame:
+    """One row per float16 run of a Newton model in the store: whether it overflowed and its peaks.
+
+    Reads each run's ``result.json`` (``nonfinite``: the step and layer where a loss turned
+    non-finite) and ``fp16_peaks.json`` (``analysis.numerics.second_order_peaks``); a run lacking
+    the peaks file shows NaN there.
+    """
+    from analysis.numerics import FP16_MAX
+
+    index = _as_index(store)
+    rows = []
+    for run_id, run in sorted(index.runs.items()):
+        config = run["config"]
+        if config.get("precision") != "fp16" or not str(config.get("model", "")).startswith("newton_resnet"):
+            continue
+        path = Path(run["path"])
+        result = json.loads((path / "result.json").read_text()) if (path / "result.json").is_file() else {}
+        peaks = json.loads((path / "fp16_peaks.json").read_text()) if (path / "fp16_peaks.json").is_file() else {}
+        bad = result.get("nonfinite") or {}
+        peak = peaks.get("peak") or {}
+        label = run_id.split("-s")[0]
+        rows.append({"run": run_id, "label": label, "seed": config.get("seed"),
+                     "tanh": bool(config.get("model_options", {}).get("second_order_tanh", False)),
+                     "overflowed": bool(bad), "at step": bad.get("step"), "where": bad.get("where", ""),
+                     "epochs done": result.get("epochs_completed"),
+                     "peak |N1(s)*f|": peak.get("product", math.nan), "peak |N2(.)|": peak.get("term", math.nan),
+                     "peak |block out|": peak.get("output", math.nan),
+                     "headroom (65504 / peak product)": (FP16_MAX / peak["product"]) if peak.get("product") else math.nan})
+    return pd.DataFrame(rows)
+
+
+def plot_fp16_peaks(table: pd.DataFrame):
+    """Peak |N1(s)*f| and |N2(.)| per run on a log axis against float16's largest value (65504);
+    runs that hit a non-finite loss are drawn as red crosses."""
+    import matplotlib.pyplot as plt
+
+    from analysis.numerics import FP16_MAX
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.2), sharey=True)
+    labels = list(dict.fromkeys(table["label"]))
+    for ax, column in zip(axes, ("peak |N1(s)*f|", "peak |N2(.)|")):
+        for i, label in enumerate(labels):
+            part = table[table["label"] == label]
+            x = i + np.linspace(-0.15, 0.15, len(part)) if len(part) > 1 else np.full(len(part), float(i))
+            ok = ~part["overflowed"].to_numpy(dtype=bool)
+            values = part[column].to_numpy(dtype=float)
+            ax.scatter(x[ok], values[ok], color="C0", s=22, label="finite run" if i == 0 else None)
+            if (~ok).any():
+                # An overflowed run's peaks are those of its last good checkpoint (float32 forward).
+                ax.scatter(x[~ok], values[~ok], color="C3", marker="x", s=30, label="overflowed")
+        ax.axhline(FP16_MAX, color="k", linestyle="--", linewidth=0.9, label="float16 max 65504")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_title(column, fontsize=9)
+    axes[0].set_ylabel("largest |value| on training images")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("float16 headroom of the second-order term (NRL-fp16)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def show_fp16(ctx: ReportContext) -> None:
+    absent = ctx.store_absent()
+    if absent:
+        return not_run(absent)
+    table = fp16_table(ctx.index)
+    if table.empty:
+        return not_run(f"no float16 Newton-ResNet runs in `{ctx.store}` (`blockaudit audit --claims NRL-fp16` makes them)")
+    if table["peak |N1(s)*f|"].notna().any():
+        show_figure(plot_fp16_peaks(table))
+    _display(table)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ __all__ = ["TrainConfig", "RunDir", "METRIC_FIELDS", "SCHEDULES", "PRECISIONS", 
 
 METRIC_FIELDS = ("epoch", "lr", "loss", "acc", "test_loss", "test_acc", "seconds", "train_seconds", "images_per_s")
 SCHEDULES = ("step", "cosine", "onecycle")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
+ON_NONFINITE = ("raise", "stop")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PAD_MODES = ("reflect", "zero")
 
@@ -56,11 +57,16 @@ class TrainConfig:
     the reported test loss is plain cross-entropy.
 
     Speed options (``experiments.train``): ``precision`` ``"bf16"`` trains and evaluates under bf16
-    autocast; ``channels_last`` stores the model and batches NHWC (on CUDA; ignored on the CPU, where
+    autocast, ``"fp16"`` under float16 autocast with dynamic loss scaling (``torch.amp.GradScaler``:
+    steps whose gradients overflow are skipped and the scale lowered; a non-finite *loss* is still an
+    error, float16's largest finite value being 65504); ``channels_last`` stores the model and batches NHWC (on CUDA; ignored on the CPU, where
     torch 2.13 crashes in the backward of small 1x1 stride-2 convolutions on NHWC tensors); ``compile`` wraps the model in
     ``torch.compile(mode=compile_mode)``; ``deterministic`` asks torch for deterministic kernels;
     ``eval_every`` evaluates every that many epochs (the last epoch always); ``drop_last`` drops
     the last incomplete batch of every epoch; ``pad_mode`` is the augmentation's crop padding.
+    ``on_nonfinite``: ``"raise"`` (default) stops a run whose training loss turns non-finite with
+    ``FloatingPointError``; ``"stop"`` ends it as finished instead, with the diagnosis (step, layer)
+    in ``result.json["nonfinite"]``, for experiments whose outcome *is* whether that happens (NRL-fp16).
     """
 
     model: str
@@ -91,6 +97,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     drop_last: bool = False
     pad_mode: str = "reflect"
+    on_nonfinite: str = "raise"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -108,6 +115,7 @@ class TrainConfig:
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("compile_mode", self.compile_mode, COMPILE_MODES)
         check_choice("pad_mode", self.pad_mode, PAD_MODES)
+        check_choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
         for name in ("augment", "nesterov", "channels_last", "compile", "deterministic", "drop_last"):
             check_bool(name, getattr(self, name))
         check_int("eval_every", self.eval_every, min_value=1)

@@ -14,14 +14,15 @@ The hot loop (``Trainer.train_epoch``) keeps the data on the device as uint8 (``
 and crops, flips and normalises there (``iterate_batches``); the loss sum, correct count and the
 first step with a non-finite loss are accumulated on the device and read every ``CHECK_EVERY``
 steps and at the end of the epoch, so the host never waits for the device in between. Options
-(``TrainConfig``): bf16 autocast, channels_last, ``torch.compile`` (a warm-up on throw-away
+(``TrainConfig``): bf16 autocast, float16 autocast with loss scaling (GradScaler), channels_last, ``torch.compile`` (a warm-up on throw-away
 batches absorbs compile time before the clock starts, ``compile_seconds`` in ``result.json``),
 deterministic kernels, evaluation every ``eval_every`` epochs under the same autocast.
 
 A non-finite loss stops the run with ``FloatingPointError``: the first bad global step, where the
 non-finite values first appeared (the epoch is replayed eagerly from a snapshot taken at its start,
 checking gradients and weights after every step, then the offending batch runs forward with hooks
-that name the first module whose output is non-finite) and what to try.
+that name the first module whose output is non-finite) and what to try. With
+``on_nonfinite="stop"`` the run ends there as finished instead, the diagnosis in ``result.json``.
 
 Data-parallel (``torchrun``, ``experiments.distributed``): every rank computes its slice of each
 global batch, its loss is scaled by ``world_size / global_batch`` so DDP's gradient average is the
@@ -46,12 +47,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis.models import build_model
+from analysis.numerics import FP16_MAX  # 65504: larger values overflow to inf in float16
 from experiments.data import ImageDataset, iterate_batches, load_dataset
 from experiments.distributed import DistContext, all_reduce_min, all_reduce_sum, convert_batchnorm
 from experiments.rundir import SCHEDULES, RunDir, TrainConfig, environment_info
 
 __all__ = ["train", "load_run", "lr_at_epoch", "lr_at_step", "steps_per_epoch", "evaluate", "parameter_groups",
-           "make_optimizer", "Trainer", "add_subcommand", "TrainResult", "CHECK_EVERY"]
+           "make_optimizer", "Trainer", "add_subcommand", "TrainResult", "CHECK_EVERY", "NonFiniteLoss", "FP16_MAX"]
 
 # Steps between reads of the device-side accumulators (progress bar, non-finite flag): one host
 # sync per CHECK_EVERY steps instead of one per step.
@@ -104,8 +106,12 @@ def _seed_for(config: TrainConfig, epoch: int) -> int:
 
 # --- building blocks --------------------------------------------------------------------------
 
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES.get(precision, torch.bfloat16),
+                          enabled=precision in _AUTOCAST_DTYPES)
 
 
 @torch.no_grad()
@@ -114,7 +120,7 @@ def evaluate(model: nn.Module, data: ImageDataset, split: str = "test", batch_si
              channels_last: bool = False) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` (eval mode) on ``split`` of ``data``.
 
-    Sums stay on the device and are read once; ``precision="bf16"`` evaluates under bf16 autocast.
+    Sums stay on the device and are read once; ``precision="bf16"`` / ``"fp16"`` evaluates under that autocast.
     """
     images, labels = data.split(split)
     device = torch.device(device)
@@ -190,29 +196,37 @@ def _check_device(device: torch.device) -> None:
         raise ValueError(f"device {str(device)!r} is not supported; valid devices: 'cpu', 'cuda', 'cuda:N'")
 
 
-_BF16_CPU_ERROR: list[str] = []  # filled once: "" if bf16 autocast trains on this CPU, else why not
+_CPU_AUTOCAST_ERROR: dict[str, str] = {}  # per precision, filled once: "" if it trains on this CPU, else why not
 
 
 def _check_precision(precision: str, device: torch.device) -> None:
-    if precision != "bf16":
+    if precision not in _AUTOCAST_DTYPES:
         return
     if device.type == "cuda":
-        if not torch.cuda.is_bf16_supported():
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
             raise ValueError(f"precision='bf16' needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
-                             "has none: use precision='fp32'")
+                             "has none: use precision='fp16' or 'fp32'")
         return
-    if not _BF16_CPU_ERROR:
+    if precision not in _CPU_AUTOCAST_ERROR:
         try:  # a conv + BatchNorm + linear step under CPU autocast: what training needs
             net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 2))
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=_AUTOCAST_DTYPES[precision]):
                 out = net(torch.randn(2, 3, 6, 6))
             F.cross_entropy(out.float(), torch.tensor([0, 1])).backward()
-            _BF16_CPU_ERROR.append("")
-        except Exception as exc:  # noqa: BLE001 - any failure means the same: bf16 does not run here
-            _BF16_CPU_ERROR.append(f"{type(exc).__name__}: {exc}")
-    if _BF16_CPU_ERROR[0]:
-        raise ValueError(f"precision='bf16' does not run on this CPU with torch {torch.__version__} "
-                         f"({_BF16_CPU_ERROR[0]}); use precision='fp32'")
+            _CPU_AUTOCAST_ERROR[precision] = ""
+        except Exception as exc:  # noqa: BLE001 - any failure means the same: this autocast does not run here
+            _CPU_AUTOCAST_ERROR[precision] = f"{type(exc).__name__}: {exc}"
+    if _CPU_AUTOCAST_ERROR[precision]:
+        raise ValueError(f"precision={precision!r} does not run on this CPU with torch {torch.__version__} "
+                         f"({_CPU_AUTOCAST_ERROR[precision]}); use precision='fp32'")
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss turned non-finite; ``info`` holds step, epoch, batch, lr, loss, where and advice."""
+
+    def __init__(self, message: str, info: dict) -> None:
+        super().__init__(message)
+        self.info = info
 
 
 @contextlib.contextmanager
@@ -303,6 +317,9 @@ class Trainer:
             net = convert_batchnorm(net, self.device)
         self.net = net
         self.optimizer = make_optimizer(net, config)
+        # Dynamic loss scaling for float16 (a no-op pass-through otherwise): gradients that overflow
+        # make the scaler skip the step and halve the scale.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.model: nn.Module = net
         if self.dist.enabled:
             import inspect
@@ -322,15 +339,21 @@ class Trainer:
 
     # state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
     def _take_snapshot(self, epoch: int) -> None:
         self._snapshot = {"epoch": epoch, "model": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
-                          "optimizer": copy.deepcopy(self.optimizer.state_dict()), "rng": _rng_state(self.device)}
+                          "optimizer": copy.deepcopy(self.optimizer.state_dict()), "rng": _rng_state(self.device),
+                          "scaler": copy.deepcopy(self.scaler.state_dict()) if self.scaler.is_enabled() else None}
 
     # data ---------------------------------------------------------------------------------
     def batches(self, data: ImageDataset, epoch: int):
@@ -356,7 +379,12 @@ class Trainer:
         # DDP averages the ranks' gradients; each rank's sum scaled by world/global_batch makes that
         # average the gradient of the global batch's mean loss, whatever the slice sizes.
         self.optimizer.zero_grad(set_to_none=True)
-        (loss_sum * (self.dist.world_size / global_batch)).backward()
+        self.scaler.scale(loss_sum * (self.dist.world_size / global_batch)).backward()
+
+    def _update(self) -> None:
+        # fp16: unscale, skip the step if a gradient overflowed, adapt the scale; else optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def step(self, x: torch.Tensor, y: torch.Tensor, global_batch: int, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on this rank's part ``(x, y)``; returns the loss sum and correct count (on device)."""
@@ -364,7 +392,7 @@ class Trainer:
             group["lr"] = lr
         logits, loss_sum = self._forward_loss(self.step_model, x, y)
         self._backward(loss_sum, global_batch)
-        self.optimizer.step()
+        self._update()
         return loss_sum.detach(), (logits.detach().argmax(1) == y).sum()
 
     def warm_up(self, data: ImageDataset, repeats: int = 3) -> float:
@@ -475,14 +503,19 @@ class Trainer:
         loss, where = self._diagnose(data, epoch, bad_step)
         advice = [f"lower the learning rate (lr={c.lr:g}; this step used {lr_at_step(c, bad_step, spe):g})"
                   + (" or lengthen the warm-up (warmup_fraction)" if c.schedule == "onecycle" else "")]
-        if c.precision != "fp32":
+        if c.precision == "fp16":
+            advice.append(f"train in bf16 or fp32 (precision='bf16' / 'fp32'; float16 overflows above {FP16_MAX:g})")
+        elif c.precision != "fp32":
             advice.append("train in fp32 (precision='fp32'; bf16 keeps 8 mantissa bits)")
         if c.model.startswith("newton_resnet") and not c.model_options.get("second_order_tanh", False):
             advice.append("for Newton-ResNets set the model option second_order_tanh=True (a tanh after the "
                           "second-order term keeps it bounded, NRL sec. 4.4)")
-        raise FloatingPointError(
+        lr = lr_at_step(c, bad_step, spe)
+        info = {"step": bad_step, "epoch": epoch, "batch": bad_step - epoch * spe, "lr": lr, "loss": loss,
+                "where": where, "precision": c.precision, "advice": advice}
+        raise NonFiniteLoss(
             f"non-finite training loss {loss} at step {bad_step} (epoch {epoch}, batch {bad_step - epoch * spe}, "
-            f"lr {lr_at_step(c, bad_step, spe):g}): {where}. To fix: {'; '.join(advice)}")
+            f"lr {lr:g}): {where}. To fix: {'; '.join(advice)}", info)
 
     def _diagnose(self, data: ImageDataset, epoch: int, bad_step: int) -> tuple[str, str]:
         """Replay ``epoch`` eagerly from its start up to ``bad_step``; return (loss there, where it went bad)."""
@@ -490,6 +523,8 @@ class Trainer:
         assert snap is not None and snap["epoch"] == epoch
         self.net.load_state_dict(snap["model"])
         self.optimizer.load_state_dict(snap["optimizer"])
+        if snap.get("scaler") is not None:
+            self.scaler.load_state_dict(snap["scaler"])
         _set_rng_state(snap["rng"], self.device)
         c, n = self.config, data.train_images.shape[0]
         spe = steps_per_epoch(c, n)
@@ -503,11 +538,12 @@ class Trainer:
                 group["lr"] = lr_at_step(c, step, spe)
             _, loss_sum = self._forward_loss(self.model, x, y)
             self._backward(loss_sum, gb)
-            name = _first_nonfinite((n_, p.grad) for n_, p in named_params)
+            # With loss scaling an overflowing gradient is expected: the scaler skips that step.
+            name = None if self.scaler.is_enabled() else _first_nonfinite((n_, p.grad) for n_, p in named_params)
             if name is not None:
                 return "nan", (f"the loss was finite at step {step} but the gradient of parameter {name!r} was not; "
                                "the update made the weights non-finite")
-            self.optimizer.step()
+            self._update()
             name = _first_nonfinite(named_params)
             if name is not None:
                 return "nan", (f"parameter {name!r} became non-finite in the update of step {step} "
@@ -624,10 +660,18 @@ def _train(config, rd: RunDir, device, dist: DistContext, progress, max_epochs_t
         from tqdm.auto import tqdm
 
         bar = tqdm(total=(end_epoch - start_epoch) * spe, desc=f"train {config.model}", unit="step")
+    stopped = None
     try:
         for epoch in range(start_epoch, end_epoch):
             t0 = time.perf_counter()
-            stats = trainer.train_epoch(data, epoch, bar)
+            try:
+                stats = trainer.train_epoch(data, epoch, bar)
+            except NonFiniteLoss as exc:
+                if config.on_nonfinite != "stop":
+                    raise
+                # The outcome being measured: end the run as finished, keeping the last good epoch's checkpoint.
+                stopped = {**exc.info, "message": str(exc)}
+                break
             test_loss = test_acc = math.nan
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 test_loss, test_acc = trainer.evaluate(data, "test")
@@ -646,14 +690,18 @@ def _train(config, rd: RunDir, device, dist: DistContext, progress, max_epochs_t
     finally:
         if bar is not None:
             bar.close()
-    finished = end_epoch >= config.epochs
+    finished = end_epoch >= config.epochs or stopped is not None
     if finished and dist.is_main:
-        rd.write_result(_result(config, metrics, trainer, device, dist))
-    return TrainResult(epochs_run=end_epoch - start_epoch, finished=finished, metrics=metrics)
+        rd.write_result(_result(config, metrics, trainer, device, dist, stopped))
+    epochs_run = (metrics[-1]["epoch"] if metrics else 0) - start_epoch
+    out = TrainResult(epochs_run=epochs_run, finished=finished, metrics=metrics)
+    if stopped is not None:
+        out["nonfinite"] = stopped
+    return out
 
 
 def _result(config: TrainConfig, metrics: list[dict], trainer: Trainer, device: torch.device,
-            dist: DistContext) -> dict:
+            dist: DistContext, stopped: dict | None = None) -> dict:
     def clean(v):
         return None if isinstance(v, float) and not math.isfinite(v) else v
 
@@ -665,7 +713,7 @@ def _result(config: TrainConfig, metrics: list[dict], trainer: Trainer, device: 
         "dataset": config.dataset,
         "seed": config.seed,
         "epochs": config.epochs,
-        "final": {k: clean(v) for k, v in metrics[-1].items()},
+        "final": {k: clean(v) for k, v in metrics[-1].items()} if metrics else {},
         "best_test_acc": max(evaluated) if evaluated else None,
         # NaN (null) when an epoch ran before train_seconds was recorded.
         "train_seconds": clean(float(sum(seconds))),
@@ -675,6 +723,9 @@ def _result(config: TrainConfig, metrics: list[dict], trainer: Trainer, device: 
         "world_size": dist.world_size,
         "precision": config.precision,
         "channels_last_applied": trainer.channels_last,
+        # on_nonfinite="stop": the run ended early at a non-finite loss (step, layer, advice); else null.
+        "nonfinite": stopped,
+        "epochs_completed": metrics[-1]["epoch"] if metrics else 0,
     }
 
 
@@ -760,8 +811,12 @@ def add_subcommand(subparsers) -> None:
                    help="padding of the augmentation's crop (default: %(default)s)")
     p.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N, or auto = cuda if available (default: %(default)s)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16 trains and evaluates under bf16 autocast (default: %(default)s)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="bf16/fp16 train and evaluate under that autocast; fp16 with loss scaling "
+                        "(default: %(default)s)")
+    p.add_argument("--on-nonfinite", choices=("raise", "stop"), default="raise",
+                   help="a non-finite training loss: raise an error (default), or stop the run as finished "
+                        "with the diagnosis in result.json")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convs on GPUs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--compile-mode", default="default",
@@ -792,7 +847,8 @@ def _cmd_train(args) -> int:
         label_smoothing=args.label_smoothing, warmup_fraction=args.warmup_fraction, pad_mode=args.pad_mode,
         device=_resolve_device(args.device), precision=args.precision, channels_last=args.channels_last,
         compile=args.compile, compile_mode=args.compile_mode, deterministic=args.deterministic,
-        eval_every=args.eval_every, eval_batch_size=args.eval_batch_size, drop_last=args.drop_last)
+        eval_every=args.eval_every, eval_batch_size=args.eval_batch_size, drop_last=args.drop_last,
+        on_nonfinite=args.on_nonfinite)
     dist = DistContext.from_env()
     runs = [(config, args.out)] if args.seeds is None else [
         (replace(config, seed=s), args.out / f"seed{s}") for s in args.seeds]
@@ -803,7 +859,9 @@ def _cmd_train(args) -> int:
         result = train(cfg, out, progress=not args.no_progress, data=data, dist=dist)
         if not dist.is_main:
             continue
-        if result["epochs_run"] == 0:
+        if result.get("nonfinite"):
+            print(f"{out}: stopped at a non-finite loss: {result['nonfinite']['message']}")
+        if result["epochs_run"] == 0 and not result.get("nonfinite"):
             print(f"{out}: already finished ({cfg.epochs} epochs); nothing to do")
         if not result["metrics"]:
             continue

@@ -284,8 +284,10 @@ def test_fused_sgd_makes_the_same_update(one_torch_thread):
 
 
 def test_new_config_fields_are_validated():
-    with pytest.raises(ValueError, match="precision must be one of 'fp32', 'bf16'; got 'fp16'"):
-        _config(precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of 'fp32', 'bf16', 'fp16'; got 'fp8'"):
+        _config(precision="fp8")
+    with pytest.raises(ValueError, match="on_nonfinite must be one of 'raise', 'stop'; got 'ignore'"):
+        _config(on_nonfinite="ignore")
     with pytest.raises(ValueError, match="compile_mode must be one of 'default', 'reduce-overhead'"):
         _config(compile_mode="fast")
     with pytest.raises(ValueError, match="eval_every"):

@@ -38,6 +38,17 @@ report.show_claims(ctx)
 report.show_training_curves(ctx)
 
 # %% [markdown]
+# ## Float16 headroom (NRL-fp16, sec. 4.4)
+#
+# The paper trained in float16 and saw the second-order term overflow, fixed by a tanh after N2.
+# Each Newton-ResNet [2,2,1,1] run below trained in float16 autocast, with or without that tanh; a
+# run whose loss turned non-finite stopped there (step and layer given). The peaks are measured
+# after training, in float32 on training images: how close the term came to float16's 65504.
+
+# %%
+report.show_fp16(ctx)
+
+# %% [markdown]
 # ## Loss landscapes (NRL-contour, Fig. 1)
 #
 # Filter-normalised random directions around the trained weights; Newton-ResNet and ResNet

@@ -1,0 +1,75 @@
+"""NRL-fp16's check: float16 runs with and without the tanh, judged by whether they overflowed."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from experiments.empirical import get_check, judge_fp16, run_empirical, verdict_from_store
+from tests.test_empirical import _fake_store
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+CHECK = get_check("nrl-fp16")
+
+
+def _mark(store, ids, label, seeds, nonfinite=True, peak=None):
+    for run_id in ids:
+        if not run_id.startswith(label + "-s"):
+            continue
+        seed = int(run_id.split("-s")[1].split("-")[0])
+        rd = store / "runs" / run_id
+        info = ({"step": 7, "epoch": 0, "where": "module 'blocks.4.n2.0' (Conv2d) is the first whose output is "
+                 "non-finite"} if nonfinite and seed in seeds else None)
+        (rd / "result.json").write_text(json.dumps({"finished": True, "nonfinite": info}))
+        if peak is not None:
+            (rd / "fp16_peaks.json").write_text(json.dumps({"peak": {"product": peak, "term": 3.0, "output": 9.0}}))
+
+
+@pytest.mark.parametrize("plain_bad, tanh_bad, expected", [
+    ({1}, set(), "holds"),          # overflow only without the tanh: what the paper reports
+    ({1}, {0}, "fails"),            # the tanh did not prevent it
+    (set(), {2}, "fails"),
+    (set(), set(), "inconclusive"),  # nothing overflowed: "might overflow" is neither shown nor refuted
+])
+def test_verdict_follows_which_runs_overflowed(tmp_path, plain_bad, tanh_bad, expected):
+    ids = _fake_store(tmp_path, CHECK, "quick", lambda label, seed: 0.9)
+    _mark(tmp_path, ids, "newton_plain", plain_bad, peak=1234.0)
+    _mark(tmp_path, ids, "newton_tanh", tanh_bad, peak=99.0)
+    out = verdict_from_store(CHECK, "quick", tmp_path)
+    assert out.status == expected, out.evidence
+    for label, bad in (("newton_plain", plain_bad), ("newton_tanh", tanh_bad)):
+        said = f"{len(bad)} of 3 runs hit a non-finite loss" if bad else "0 of 3 runs overflowed"
+        assert f"{label}: {said}" in out.evidence
+    assert "largest |N1(s)*f| 1.23e+03 (1.9% of 65504)" in out.evidence
+    assert out.details["fp16"]["overflowed"] == {"newton_plain": len(plain_bad), "newton_tanh": len(tanh_bad)}
+    if plain_bad:
+        assert "step 7, module 'blocks.4.n2.0'" in out.evidence
+    assert sorted(out.runs) == sorted(ids)
+
+
+def test_judge_reports_missing_peaks(tmp_path):
+    from experiments.empirical import build_sweep
+
+    _fake_store(tmp_path, CHECK, "quick", lambda label, seed: 0.9)
+    status, text, _ = judge_fp16(build_sweep(CHECK, "quick"), tmp_path)
+    assert status == "inconclusive" and "newton_plain: peaks missing" in text
+
+
+def test_tiny_fp16_check_trains_writes_peaks_and_judges(tmp_path):
+    """The quick check's path (fp16 sweep with on_nonfinite=stop, the peaks artefact, the verdict),
+    shrunk to width 2, 1 epoch on synthetic data."""
+    sweep = dict(CHECK.quick.sweep)
+    sweep["base"] = {**sweep["base"], "epochs": 1, "dataset": "synthetic",
+                     "dataset_options": {"seed": 0, "n_train": 64, "n_test": 32, "num_classes": 4}}
+    sweep["models"] = [{**m, "options": {**m["options"], "width": 2}} for m in sweep["models"]]
+    tiny = dataclasses.replace(CHECK, quick=dataclasses.replace(CHECK.quick, sweep=sweep))
+    out = run_empirical(tiny, "quick", tmp_path, progress=False, log=lambda *_: None)
+    assert out.status in ("holds", "fails", "inconclusive") and len(out.runs) == 6
+    for run_id in out.runs:
+        rd = tmp_path / "runs" / run_id
+        assert json.loads((rd / "config.json").read_text())["precision"] == "fp16"
+        peaks = json.loads((rd / "fp16_peaks.json").read_text())
+        assert peaks["peak"]["product"] > 0 and peaks["checkpoint_epoch"] == 1
+        assert (len(peaks["tanh"]) > 0) == run_id.startswith("newton_tanh")
+    assert "Float16 headroom" in out.evidence

@@ -2,7 +2,9 @@
 # One GPU call's worth of blockaudit work, for a lent machine with a 10-minute limit per command.
 #
 #   bash experiments/gpu_session.sh audit OUT [MINUTES]   # train the full audit's CIFAR-10 runs
-#   bash experiments/gpu_session.sh bench OUT             # training + landscape + zoo benchmarks
+#   bash experiments/gpu_session.sh bench OUT             # training + landscape benchmarks
+#   bash experiments/gpu_session.sh long OUT              # ResNet-20, the standard 200-epoch schedule
+#   bash experiments/gpu_session.sh audit,long,bench OUT  # several in one call (one machine start)
 #
 # Expects the JPEG CIFAR-10 at data/cifar10-jpeg.zip (copy ../shared/data/cifar10-jpeg.zip there; data/
 # is git-ignored, so name it in the device tool's `carry`) and, for the loss-landscapes comparison,
@@ -10,35 +12,57 @@
 # starting new runs after MINUTES (default 7), makes the risk-gap and landscape artefacts of what it
 # trained, and packs the store without checkpoints into OUT/store.tgz: unpack it into the checkout
 # (`tar xzf store.tgz`) and call again until `blockaudit audit --profile full --store reports/store`
-# names no missing run. Finished runs are never retrained.
+# names no missing run. Finished runs are never retrained. Everything else (logs, benchmark tables,
+# the long run's metrics) comes back packed in OUT/results.tgz (`tar xzf results.tgz` -> work/...).
 set -euo pipefail
-mode=${1:?usage: gpu_session.sh audit|bench OUT [MINUTES]}
-out=${2:?usage: gpu_session.sh audit|bench OUT [MINUTES]}
+modes=${1:?usage: gpu_session.sh audit|bench|long[,...] OUT [MINUTES]}
+out=${2:?usage: gpu_session.sh audit|bench|long[,...] OUT [MINUTES]}
 minutes=${3:-7}
 # The claims the issue asks to settle on CIFAR-10 first; set CLAIMS to choose others.
 claims=${CLAIMS:-NRL-linear,NRL-params,RN-cifar,ND-depth,OAI-cifar,NRL-contour,NRL-fp16}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$out"
+# At most 8 files come back from the device's OUT: everything is written under $out/work and packed
+# into $out/results.tgz on exit (also when the call is stopped), beside $out/store.tgz.
+final=$out
+out=$final/work
+mkdir -p "$out"
+pack() {
+  trap - EXIT INT TERM
+  if [ -d reports/store ]; then tar czf "$final/store.tgz" --exclude=checkpoint.pt reports/store || true; fi
+  tar czf "$final/results.tgz" -C "$final" work && rm -rf "$out"
+}
+trap pack EXIT
+trap 'pack; exit 130' INT TERM
 data=data/cifar10-jpeg.zip
 [ -f "$data" ] || { echo "missing $data: copy ../shared/data/cifar10-jpeg.zip there and carry data/" >&2; exit 2; }
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
-# At most 8 files come back from OUT: keep logs on stdout (the tool returns its tail).
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 
-case "$mode" in
-  audit)
-    python3 -m experiments.cli audit --profile full --device cuda --data "$data" --store reports/store \
-      --claims "$claims" --train-only --workers 3 --max-minutes "$minutes" --out "$out/audit" --no-progress \
-      2>&1 | tee "$out/audit.log"
-    if [ -d reports/store ]; then tar czf "$out/store.tgz" --exclude=checkpoint.pt reports/store; fi
-    ;;
-  bench)
-    python3 -m experiments.benchmarks.train_speed --data "$data" --out "$out/train"
-    python3 -m experiments.benchmarks.landscape_speed --data "$data" --out "$out/landscape"
-    ;;
-  *)
-    echo "unknown mode $mode: audit or bench" >&2; exit 2 ;;
-esac
+for mode in ${modes//,/ }; do
+  case "$mode" in
+    audit)
+      python3 -m experiments.cli audit --profile full --device cuda --data "$data" --store reports/store \
+        --claims "$claims" --train-only --workers 3 --max-minutes "$minutes" --out "$out/audit" --no-progress \
+        2>&1 | tee "$out/audit.log"
+      ;;
+    bench)
+      python3 -m experiments.benchmarks.train_speed --data "$data" --out "$out/train"
+      python3 -m experiments.benchmarks.landscape_speed --data "$data" --out "$out/landscape"
+      ;;
+    long)
+      # The ResNEst authors' CIFAR recipe (TrainConfig's defaults: lr 0.1, batch 128, wd 5e-4, x0.2 at
+      # epochs 60/120/160, 200 epochs) with crop+flip; bf16, channels_last, CUDA graphs for speed.
+      python3 -m experiments.cli train resnet20 --data cifar10_jpeg --data-option "path=$data" --epochs 200 \
+        --schedule step --lr 0.1 --batch-size 128 --augment --device cuda --precision bf16 --channels-last \
+        --compile --compile-mode reduce-overhead --eval-every 5 --out reports/long/resnet20 --no-progress
+      mkdir -p "$out/long"
+      cp reports/long/resnet20/{metrics.csv,result.json,config.json,environment.json} "$out/long/"
+      ;;
+    *)
+      echo "unknown mode $mode: audit, bench or long" >&2; exit 2 ;;
+  esac
+done

@@ -17,3 +17,24 @@ def test_landscape_benchmark_smoke_writes_tables(tmp_path):
     assert auto["status"] == "ok" and auto["engine_used"] == "sequential" and auto["max_rel_error"] < 1e-5
     assert summary["eigenvalue"]["lanczos"]["matvecs"] == 3 and summary["eigenvalue"]["per_hvp_speedup"] > 0
     assert "per HVP" in (tmp_path / "landscape_speed.md").read_text()
+
+
+def test_precision_probe_orders_the_precisions(tmp_path):
+    import numpy as np
+
+    from experiments.benchmarks import precision_probe
+    from experiments.rundir import TrainConfig
+    from experiments.train import train
+
+    cfg = TrainConfig(model="resnet20", dataset="synthetic", model_options={"width": 2},
+                      dataset_options={"seed": 0, "n_train": 64, "n_test": 16, "num_classes": 4}, epochs=1,
+                      batch_size=32)
+    train(cfg, tmp_path / "run", progress=False)
+    precision_probe.main([str(tmp_path / "run"), "--images", "8", "--points", "3", "--out", str(tmp_path / "out")])
+    summary = json.loads((tmp_path / "out" / "precision_probe.json").read_text())
+    rows = summary["precisions"]
+    # float16 keeps 11 significant bits, bfloat16 8: its errors are larger by ~8x in the median
+    # (a factor 2 margin: a few points cannot make the ordering flip by chance)
+    assert 0 < rows["float16"]["median_rel_error"] < rows["bfloat16"]["median_rel_error"] / 2
+    assert rows["float16"]["judged_points"] + summary["skipped_small_loss_points"] <= 9
+    assert np.load(tmp_path / "out" / "precision_probe.npz")["float32"].shape == (3, 3)

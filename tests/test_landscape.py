@@ -554,3 +554,35 @@ def test_sequential_engine_channels_last_matches_vmap_on_a_zoo_model():
     seq = loss_landscape(model, dirs, data, [-0.5, 0.5], [0.0, 0.5], engine="sequential")
     exact = loss_landscape(model, dirs, data, [-0.5, 0.5], [0.0, 0.5], engine="vmap")
     assert np.abs(seq.loss / exact.loss - 1).max() < 1e-5
+
+
+def test_float16_overflow_points_are_computed_again_in_float32():
+    # Inputs of size ~3e3 through two convs whose weights grow with |alpha|: past float16's 65504
+    # at the grid's far points, never near float32's range. Those points must come back as the
+    # float32 values (recomputed exactly, one by one), not NaN; the others stay float16-rounded.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5)).eval()
+    torch.manual_seed(0)
+    x, y = _data(16, 5, dtype=torch.float32)
+    data = (3e3 * x, y)
+    dirs = random_directions(model, 2, seed=1)
+    axis = grid_axis(-4.0, 4.0, 5)
+    exact = loss_landscape(model, dirs, data, axis, axis, engine="sequential")
+    half = loss_landscape(model, dirs, data, axis, axis, engine="grouped", precision="float16", compile=False)
+    fell_back = half.meta["float32_fallback_points"]
+    assert 0 < len(fell_back) < 25, fell_back  # some points overflowed, not all
+    flat_exact, flat_half = exact.loss.reshape(-1), half.loss.reshape(-1)
+    assert np.isfinite(flat_half).all()
+    # The fallback is float32 with the model's own layers: the sequential engine's numbers up to
+    # summation order (that engine runs channels_last on a CPU): float32 rounding, 1e-6 relative,
+    # where float16 would be off by ~1e-3.
+    np.testing.assert_allclose(flat_half[fell_back], flat_exact[fell_back], rtol=1e-6)
+    # ... and without it those points would have been non-finite in float16.
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        clone = copy.deepcopy(model)
+        i = fell_back[0]
+        a, b = half.alphas.reshape(-1)[i // 5], half.betas.reshape(-1)[i % 5]
+        for name, p in clone.named_parameters():
+            p.add_(a * dirs.vectors[0][name] + b * dirs.vectors[1][name])
+        assert not torch.isfinite(clone(data[0]).float()).all()
+    assert "float32_fallback_points" not in exact.meta

@@ -256,6 +256,9 @@ def main(argv=None) -> dict:
                  "points_per_s": pps, "max_rel_error": float(np.max(np.abs(res.loss / truth.loss - 1))),
                  "max_abs_accuracy_diff": float(np.max(np.abs(res.accuracy - truth.accuracy))),
                  "chunk_size": size,
+                 # points recomputed in float32 because the reduced precision overflowed there (their
+                 # time is in points_per_s)
+                 "float32_fallback_points": len(res.meta.get("float32_fallback_points", [])),
                  "engine_used": res.meta["engine"], "status": "ok"})
         except Exception as exc:
             add({"evaluator": name, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500],

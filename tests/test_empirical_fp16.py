@@ -73,3 +73,28 @@ def test_tiny_fp16_check_trains_writes_peaks_and_judges(tmp_path):
         assert peaks["peak"]["product"] > 0 and peaks["checkpoint_epoch"] == 1
         assert (len(peaks["tanh"]) > 0) == run_id.startswith("newton_tanh")
     assert "Float16 headroom" in out.evidence
+
+
+def test_full_profile_fp16_path_runs_on_tiny_cifar_pickles(tmp_path, monkeypatch):
+    """What a GPU session runs for NRL-fp16 (CIFAR loader from --data, fp16 + channels_last settings,
+    the peaks artefact from checkpoints with the full profile's sample cap, the verdict), shrunk to
+    width 2, 1 epoch, 2 seeds on fake CIFAR pickles, on the CPU: plumbing errors show here first."""
+    import experiments.empirical as emp
+    from tests.test_data_cifar import fake_cifar10
+
+    fake_cifar10(tmp_path / "data", n_batch=4, n_test=6)
+    sweep = dict(CHECK.full.sweep)
+    sweep["seeds"] = [0, 1]
+    sweep["base"] = {**sweep["base"], "epochs": 1, "batch_size": 8}
+    sweep["models"] = [{**m, "options": {**m["options"], "width": 2}} for m in sweep["models"]]
+    tiny = dataclasses.replace(CHECK, full=dataclasses.replace(CHECK.full, sweep=sweep))
+    monkeypatch.setattr(emp, "_cannot_train", lambda profile, device, train: "")
+    out = run_empirical(tiny, "full", tmp_path / "store", device="cpu", data_path=tmp_path / "data",
+                        progress=False, log=lambda *_: None)
+    assert out.status in ("holds", "fails", "inconclusive") and len(out.runs) == 4, out.evidence
+    for run_id in out.runs:
+        rd = tmp_path / "store" / "runs" / run_id
+        config = json.loads((rd / "config.json").read_text())
+        assert config["dataset"] == "cifar10" and config["precision"] == "fp16" and config["on_nonfinite"] == "stop"
+        assert json.loads((rd / "fp16_peaks.json").read_text())["samples"] > 0
+    assert "CIFAR-10 (original pickles)" in out.evidence and "Float16 headroom" in out.evidence

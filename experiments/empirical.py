@@ -46,7 +46,7 @@ import numpy as np
 from analysis.validation import check_choice, check_int, check_real
 
 __all__ = ["PROFILES", "Region", "Comparison", "ProfileSpec", "EmpiricalCheck", "PairedStats", "CHECKS",
-           "get_check", "paired_stats", "judge", "combine_statuses", "full_dataset", "build_sweep", "schedule_text",
+           "get_check", "paired_stats", "judge", "combine_statuses", "full_dataset", "cifar100_dataset", "build_sweep", "schedule_text",
            "make_artefacts", "landscape_proxy", "judge_fp16", "write_fp16_peaks",
            "EmpiricalOutcome", "run_empirical", "verdict_from_store", "QUICK_DATASET"]
 
@@ -121,6 +121,9 @@ class EmpiricalCheck:
     # A check whose outcome is not an accuracy comparison (NRL-fp16: did a run overflow?): called as
     # judge_fn(spec, store) -> (status, text, details) in place of the comparisons.
     judge_fn: Callable | None = None
+    # The full profile's dataset: "cifar10" (from --data, ``full_dataset``) or "cifar100" (torchvision's
+    # cifar-100-python found beside --data or in the data folders, ``cifar100_dataset``).
+    full_data: str = "cifar10"
 
     def spec(self, profile: str) -> ProfileSpec:
         check_choice("profile", profile, PROFILES)
@@ -288,9 +291,19 @@ CHECKS: tuple[EmpiricalCheck, ...] = (
         "nrl-c100", "NRL-c100",
         quick=ProfileSpec(None, reason="no CPU analogue: the claim is about CIFAR-100's 100 classes (digits has "
                                        "10); the NRL-params and NRL-linear analogues cover the same comparisons"),
-        full=ProfileSpec(None, reason="needs CIFAR-100 (dataset 'cifar100', torchvision's cifar-100-python "
-                                      "folder), which is not in shared/data, and ~2x the NRL-params GPU time; "
-                                      "the same comparisons run on CIFAR-10 under NRL-params / NRL-linear"),
+        full=_full("nrl-c100", [_m("resnet34", "resnet34"), _m("newton_3432", "newton_resnet_3432"),
+                                _m("resnet18_linear", "resnet18", activations=False),
+                                _m("newton_1111_linear", "newton_resnet_1111", activations=False)],
+                   [Comparison("newton_3432", "resnet34", Region(-1.0), "+0.0 pts (0.769 vs 0.769; 14.7M vs 21.3M "
+                               "params, Table 4)", "Newton-ResNet [3,4,3,2] at most 1 pt below ResNet34 (fewer "
+                               "parameters, same accuracy; being better also agrees)"),
+                    Comparison("newton_1111_linear", "resnet18_linear", Region(lo=10.0),
+                               "+45.2 pts (0.620 vs 0.168, Table 5)",
+                               "linear Newton-ResNet [1,1,1,1] ahead of linear ResNet18 by more than 10 pts")],
+                   seeds=[0, 1], epochs=10,
+                   note="CIFAR-100 from torchvision's cifar-100-python; outside the 10-minute budget (ResNet34 and "
+                        "Newton-ResNet [3,4,3,2] at full width: ~20 GPU minutes)"),
+        full_data="cifar100",
     ),
     EmpiricalCheck(
         "nrl-fp16", "NRL-fp16",
@@ -409,6 +422,35 @@ def full_dataset(data_path: str | Path | None) -> tuple[str, dict, str]:
                             f"holding one of them")
 
 
+def cifar100_dataset(data_path: str | Path | None) -> tuple[str, dict, str]:
+    """``(dataset, dataset_options, description)`` of CIFAR-100 for a full-profile check (NRL-c100).
+
+    Looks for torchvision's ``cifar-100-python`` folder (``train``, ``test``, ``meta``) at ``--data``
+    itself, beside it (the folder holding it, or holding the CIFAR-10 zip given as ``--data``), then
+    in ``experiments.data.data_roots()``; raises ``FileNotFoundError`` naming every place tried.
+    """
+    from experiments.data import data_roots
+
+    roots: list[Path] = []
+    if data_path is not None:
+        p = Path(data_path).expanduser()
+        roots += [p] if p.is_dir() else []
+        roots += [p.parent]
+    roots += data_roots()
+    tried = []
+    for root in roots:
+        for folder in (root if root.name == "cifar-100-python" else root / "cifar-100-python",):
+            if folder in tried:
+                continue
+            tried.append(folder)
+            if all((folder / f).is_file() for f in ("train", "test", "meta")):
+                return "cifar100", {"root": str(folder)}, "CIFAR-100 (original pickles)"
+    raise FileNotFoundError(
+        "needs CIFAR-100 (torchvision's cifar-100-python folder with train, test and meta), which is not in "
+        "shared/data; looked in: " + ", ".join(str(t) for t in tried) + ". Put cifar-100-python beside the --data "
+        "path (or extract cifar-100-python.tar.gz into one of these folders) and run the full audit again")
+
+
 def _train_fields() -> set[str]:
     from experiments.rundir import TrainConfig
 
@@ -424,7 +466,7 @@ def build_sweep(check: EmpiricalCheck, profile: str, data_path=None):
         raise ValueError(f"check {check.name!r} runs nothing in profile {profile!r}: {ps.reason}")
     d = {**ps.sweep, "base": dict(ps.sweep["base"]), "models": [dict(m) for m in ps.sweep["models"]]}
     if profile == "full":
-        dataset, options, _ = full_dataset(data_path)
+        dataset, options, _ = (cifar100_dataset if check.full_data == "cifar100" else full_dataset)(data_path)
         d["base"].update(dataset=dataset, dataset_options=options)
     # Speed fields another version of TrainConfig may lack are dropped rather than failing.
     known = _train_fields()
@@ -553,7 +595,8 @@ def verdict_from_store(check: EmpiricalCheck, profile: str, store: Path | str, d
 def _dataset_text(spec, profile: str) -> str:
     if profile == "quick":
         return "scikit-learn digits 8x8"
-    return "JPEG CIFAR-10 (quality ~75)" if spec.base.get("dataset") == "cifar10_jpeg" else "CIFAR-10 (original pickles)"
+    return {"cifar10_jpeg": "JPEG CIFAR-10 (quality ~75)", "cifar100": "CIFAR-100 (original pickles)"}.get(
+        spec.base.get("dataset"), "CIFAR-10 (original pickles)")
 
 
 # --- artefacts (from checkpoints, right after training; reused when present) ------------------

@@ -91,14 +91,18 @@ def test_quick_specs_use_cpu_data_and_enough_seeds_and_say_analogue():
 
 
 def test_full_specs_use_cifar_on_the_gpu_settings(tmp_path):
+    from tests.test_data_cifar import fake_cifar100
+
     (tmp_path / "cifar10-jpeg.zip").write_bytes(b"")
+    fake_cifar100(tmp_path)  # beside the zip: where NRL-c100 looks for CIFAR-100
     budgeted = {"nrl-params", "nrl-linear", "rn-cifar", "nd-depth", "oai-cifar"}
     for check in CHECKS:
         if check.full.sweep is None:
             assert check.name not in budgeted
             continue
         spec = build_sweep(check, "full", tmp_path / "cifar10-jpeg.zip")
-        assert spec.base["dataset"] == "cifar10_jpeg" and spec.base["augment"] is True, check.name
+        expected = "cifar100" if check.name == "nrl-c100" else "cifar10_jpeg"
+        assert spec.base["dataset"] == expected and spec.base["augment"] is True, check.name
         # NRL-fp16 is about float16 itself; every other full run trains in bf16.
         precision = "fp16" if check.name == "nrl-fp16" else "bf16"
         assert spec.base.get("precision") == precision and spec.base.get("channels_last") is True
@@ -258,3 +262,46 @@ def test_full_profile_path_runs_end_to_end_on_tiny_cifar_pickles(tmp_path, monke
         assert config["dataset"] == "cifar10" and config["precision"] == "bf16"
         assert (rd / "result.json").exists() and (rd / "risk_gap.json").exists()
     assert "CIFAR-10 (original pickles)" in out.evidence
+
+
+def test_nrl_c100_finds_cifar100_beside_data_or_says_where_it_looked(tmp_path, monkeypatch):
+    from experiments.empirical import cifar100_dataset
+    from tests.test_data_cifar import fake_cifar100
+
+    monkeypatch.setenv("BLOCKAUDIT_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c10").mkdir()
+    (tmp_path / "c10" / "cifar10-jpeg.zip").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"needs CIFAR-100 .*looked in: .*c10/cifar-100-python"):
+        build_sweep(get_check("nrl-c100"), "full", tmp_path / "c10" / "cifar10-jpeg.zip")
+    fake_cifar100(tmp_path / "c10")
+    for given in (tmp_path / "c10" / "cifar10-jpeg.zip", tmp_path / "c10", tmp_path / "c10" / "cifar-100-python"):
+        assert cifar100_dataset(given) == ("cifar100", {"root": str(tmp_path / "c10" / "cifar-100-python")},
+                                           "CIFAR-100 (original pickles)")
+    spec = build_sweep(get_check("nrl-c100"), "full", tmp_path / "c10")
+    assert [m.label for m in spec.models] == ["resnet34", "newton_3432", "resnet18_linear", "newton_1111_linear"]
+
+
+def test_full_profile_c100_path_runs_end_to_end_on_tiny_cifar100_pickles(tmp_path, monkeypatch):
+    """NRL-c100's GPU path (CIFAR-100 found beside --data, 100-class heads, both comparisons) on
+    fake pickles, width 2, 1 epoch, 2 seeds, on the CPU."""
+    import dataclasses
+
+    import experiments.empirical as emp
+    from tests.test_data_cifar import fake_cifar100
+
+    fake_cifar100(tmp_path / "data", n_train=16, n_test=6)
+    real = get_check("nrl-c100")
+    sweep = dict(real.full.sweep)
+    sweep["seeds"] = [0, 1]
+    sweep["base"] = {**sweep["base"], "epochs": 1, "batch_size": 8}
+    sweep["models"] = [{**m, "options": {**m["options"], "width": 2}} for m in sweep["models"]]
+    tiny = dataclasses.replace(real, full=dataclasses.replace(real.full, sweep=sweep))
+    monkeypatch.setattr(emp, "_cannot_train", lambda profile, device, train: "")
+    out = run_empirical(tiny, "full", tmp_path / "store", device="cpu", data_path=tmp_path / "data",
+                        progress=False, log=lambda *_: None)
+    assert out.status in ("holds", "fails", "inconclusive"), out.evidence
+    assert len(out.runs) == 8 and [c["n"] for c in out.details["comparisons"]] == [2, 2]
+    assert "CIFAR-100 (original pickles)" in out.evidence
+    config = json.loads((tmp_path / "store" / "runs" / out.runs[0] / "config.json").read_text())
+    assert config["dataset"] == "cifar100"

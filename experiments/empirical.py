@@ -672,6 +672,7 @@ def write_fp16_peaks(run_dir: Path, device: str = "cpu", max_samples: int | None
 
     from analysis.numerics import second_order_peaks
     from experiments.data import load_dataset, normalize
+    from experiments.rundir import RunDir
     from experiments.train import load_run
 
     run_dir = Path(run_dir)
@@ -687,8 +688,8 @@ def write_fp16_peaks(run_dir: Path, device: str = "cpu", max_samples: int | None
         images = images[idx]
     x = normalize(images.to(device), data.mean, data.std)
     peaks = second_order_peaks(model, x)
-    peaks["checkpoint_epoch"] = int(torch.load(run_dir / "checkpoint.pt", map_location="cpu",
-                                               weights_only=False)["epoch"])
+    metrics = RunDir(run_dir).read_metrics()  # a checkpoint is written with every epoch's metrics row
+    peaks["checkpoint_epoch"] = int(metrics[-1]["epoch"]) if metrics else 0
     out = run_dir / "fp16_peaks.json"
     out.write_text(json.dumps(peaks, indent=2, default=lambda v: None))
     return out

@@ -748,6 +748,14 @@ def _prepare(model, directions, alphas, betas, data, bn, recalibration_data, los
     weights = _weights(model)
     if not weights:
         raise ValueError("model has no parameters; there is no landscape to draw")
+    device_type = next(iter(weights.values())).device.type
+    if torch.is_autocast_enabled(device_type):
+        # Inside one autocast region torch caches the low-precision copy of every weight; grid points
+        # set weights in place, so every point would reuse the first point's copy (seen: a 3x3 grid
+        # with nine equal losses). Reduced precision goes through ``precision=`` instead.
+        raise RuntimeError(f"loss_landscape was called inside a torch.autocast({device_type!r}) region, where "
+                           "autocast's weight cache would give every grid point the first point's weights; call it "
+                           "outside autocast and pass precision='float16' or 'bfloat16' for reduced precision")
     stats = bn_statistics(model)
     vectors = [_check_direction(f"directions.vectors[{i}]", d, weights, stats)
                for i, d in enumerate(directions.vectors)]

@@ -586,3 +586,18 @@ def test_float16_overflow_points_are_computed_again_in_float32():
             p.add_(a * dirs.vectors[0][name] + b * dirs.vectors[1][name])
         assert not torch.isfinite(clone(data[0]).float()).all()
     assert "float32_fallback_points" not in exact.meta
+
+
+def test_calling_inside_autocast_is_refused_not_silently_stale():
+    # Under one autocast region torch reuses the low-precision copy of each weight, so in-place grid
+    # moves would be invisible (every point the first point's loss): refused with the fix named.
+    model = _tiny_bn_net(dtype=torch.float32)
+    data = _data(8, 5, dtype=torch.float32)
+    dirs = random_directions(model, 2, seed=1)
+    axis = grid_axis(-0.5, 0.5, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(RuntimeError, match=r"inside a torch.autocast\('cpu'\) region.*precision='float16'"):
+            loss_landscape(model, dirs, data, axis, axis)
+        with pytest.raises(RuntimeError, match="autocast"):
+            loss_landscape_reference(model, dirs, data, axis, axis)
+    assert np.isfinite(loss_landscape(model, dirs, data, axis, axis).loss).all()  # outside: fine

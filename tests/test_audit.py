@@ -106,8 +106,8 @@ def test_full_audit_without_a_gpu_says_why_nothing_ran(tmp_path):
     result = run_audit("full", tmp_path, ["NRL-params", "NRL-fp16"], log=lambda *_: None, empirical=opts)
     assert [v.status for v in result.verdicts] == ["not run", "not run"]
     assert "needs a GPU" in result.verdicts[0].evidence and "6 runs of 6 missing from" in result.verdicts[0].evidence
-    # NRL-fp16 now has a full-profile sweep too: without a GPU it is missing its runs, like NRL-params.
-    assert "needs a GPU" in result.verdicts[1].evidence and "6 runs of 6 missing from" in result.verdicts[1].evidence
+    # NRL-fp16 has a full-profile sweep too (4 labels x 3 seeds): without a GPU its runs are missing.
+    assert "needs a GPU" in result.verdicts[1].evidence and "12 runs of 12 missing from" in result.verdicts[1].evidence
     payload = json.loads((tmp_path / "audit.json").read_text())
     assert payload["counts"]["not run"] == 2 and payload["meta"]["store"] == str(tmp_path / "store")
     md = (tmp_path / "AUDIT.md").read_text()

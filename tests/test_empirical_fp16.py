@@ -91,10 +91,28 @@ def test_full_profile_fp16_path_runs_on_tiny_cifar_pickles(tmp_path, monkeypatch
     monkeypatch.setattr(emp, "_cannot_train", lambda profile, device, train: "")
     out = run_empirical(tiny, "full", tmp_path / "store", device="cpu", data_path=tmp_path / "data",
                         progress=False, log=lambda *_: None)
-    assert out.status in ("holds", "fails", "inconclusive") and len(out.runs) == 4, out.evidence
+    assert out.status in ("holds", "fails", "inconclusive") and len(out.runs) == 8, out.evidence
     for run_id in out.runs:
         rd = tmp_path / "store" / "runs" / run_id
         config = json.loads((rd / "config.json").read_text())
         assert config["dataset"] == "cifar10" and config["precision"] == "fp16" and config["on_nonfinite"] == "stop"
         assert json.loads((rd / "fp16_peaks.json").read_text())["samples"] > 0
     assert "CIFAR-10 (original pickles)" in out.evidence and "Float16 headroom" in out.evidence
+
+
+@pytest.mark.parametrize("bad_label, expected", [("newton_plain_b1024", "holds"), ("newton_tanh_b1024", "fails"),
+                                                 (None, "inconclusive")])
+def test_full_profile_judges_the_paper_setting_pair_too(tmp_path, bad_label, expected):
+    # The full profile adds the paper's own float16 setting (batch 1024, lr 0.4) as a second pair:
+    # an overflow there counts like one in the first pair.
+    zip_path = tmp_path / "cifar10-jpeg.zip"
+    zip_path.write_bytes(b"")
+    store = tmp_path / "store"
+    ids = _fake_store(store, CHECK, "full", lambda label, seed: 0.9, data_path=zip_path)
+    assert len(ids) == 12
+    for label in ("newton_plain", "newton_tanh", "newton_plain_b1024", "newton_tanh_b1024"):
+        _mark(store, [i for i in ids if i.split("-s")[0] == label], label, {0} if label == bad_label else set())
+    out = verdict_from_store(CHECK, "full", store, zip_path)
+    assert out.status == expected, out.evidence
+    assert "newton_plain_b1024 lr 0.4 batch 1024" in out.evidence
+    assert set(out.details["fp16"]["n"]) == {"newton_plain", "newton_tanh", "newton_plain_b1024", "newton_tanh_b1024"}

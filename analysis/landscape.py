@@ -1420,7 +1420,8 @@ def loss_landscape(
     result.meta["timing"] = timing
     if precision != "float32":
         # flat indices of the points computed in float32 because the reduced precision overflowed there
-        result.meta["float32_fallback_points"] = sorted(set(result.meta.get("float32_fallback_points", [])) | set(fallback))
+        earlier = result.meta.get("float32_fallback_points", [])  # a resumed grid keeps its earlier ones
+        result.meta["float32_fallback_points"] = sorted(set(earlier) | set(fallback))
     if distributed:
         result = _all_gather_result(result)
     return result

@@ -46,7 +46,8 @@ import numpy as np
 from analysis.validation import check_choice, check_int, check_real
 
 __all__ = ["PROFILES", "Region", "Comparison", "ProfileSpec", "EmpiricalCheck", "PairedStats", "CHECKS",
-           "get_check", "paired_stats", "judge", "combine_statuses", "full_dataset", "cifar100_dataset", "build_sweep", "schedule_text",
+           "get_check", "paired_stats", "judge", "combine_statuses", "full_dataset", "cifar100_dataset",
+           "build_sweep", "schedule_text",
            "make_artefacts", "landscape_proxy", "judge_fp16", "write_fp16_peaks",
            "EmpiricalOutcome", "run_empirical", "verdict_from_store", "QUICK_DATASET"]
 

@@ -14,9 +14,10 @@ The hot loop (``Trainer.train_epoch``) keeps the data on the device as uint8 (``
 and crops, flips and normalises there (``iterate_batches``); the loss sum, correct count and the
 first step with a non-finite loss are accumulated on the device and read every ``CHECK_EVERY``
 steps and at the end of the epoch, so the host never waits for the device in between. Options
-(``TrainConfig``): bf16 autocast, float16 autocast with loss scaling (GradScaler), channels_last, ``torch.compile`` (a warm-up on throw-away
-batches absorbs compile time before the clock starts, ``compile_seconds`` in ``result.json``),
-deterministic kernels, evaluation every ``eval_every`` epochs under the same autocast.
+(``TrainConfig``): bf16 autocast, float16 autocast with loss scaling (GradScaler, its state in the
+checkpoint), channels_last, ``torch.compile`` (a warm-up on throw-away batches absorbs compile time
+before the clock starts, ``compile_seconds`` in ``result.json``), deterministic kernels, evaluation
+every ``eval_every`` epochs under the same autocast.
 
 A non-finite loss stops the run with ``FloatingPointError``: the first bad global step, where the
 non-finite values first appeared (the epoch is replayed eagerly from a snapshot taken at its start,
@@ -501,7 +502,8 @@ class Trainer:
         n = data.train_images.shape[0]
         spe = steps_per_epoch(c, n)
         loss, where = self._diagnose(data, epoch, bad_step)
-        advice = [f"lower the learning rate (lr={c.lr:g}; this step used {lr_at_step(c, bad_step, spe):g})"
+        lr = lr_at_step(c, bad_step, spe)
+        advice = [f"lower the learning rate (lr={c.lr:g}; this step used {lr:g})"
                   + (" or lengthen the warm-up (warmup_fraction)" if c.schedule == "onecycle" else "")]
         if c.precision == "fp16":
             advice.append(f"train in bf16 or fp32 (precision='bf16' / 'fp32'; float16 overflows above {FP16_MAX:g})")
@@ -510,7 +512,6 @@ class Trainer:
         if c.model.startswith("newton_resnet") and not c.model_options.get("second_order_tanh", False):
             advice.append("for Newton-ResNets set the model option second_order_tanh=True (a tanh after the "
                           "second-order term keeps it bounded, NRL sec. 4.4)")
-        lr = lr_at_step(c, bad_step, spe)
         info = {"step": bad_step, "epoch": epoch, "batch": bad_step - epoch * spe, "lr": lr, "loss": loss,
                 "where": where, "precision": c.precision, "advice": advice}
         raise NonFiniteLoss(

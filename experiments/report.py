@@ -49,7 +49,8 @@ __all__ = [
     "NOTEBOOK_SOURCES", "NotebookExecutionError", "ReportContext", "StoreIndex", "Artefact",
     "notebook_source", "load_audit", "claims_table", "comparisons_table", "scan_store", "training_curves", "final_epoch_table",
     "plot_training_curves", "plot_landscapes", "landscape_table", "plot_risk_gaps", "risk_gap_table",
-    "plot_curvature", "curvature_table", "fp16_table", "plot_fp16_peaks", "show_fp16", "setup_notebook", "build_notebook", "build_reports", "add_subcommand",
+    "plot_curvature", "curvature_table", "fp16_table", "plot_fp16_peaks", "show_fp16", "setup_notebook",
+    "build_notebook", "build_reports", "add_subcommand",
 ]
 
 NOTEBOOK_SOURCES = Path(__file__).resolve().parent / "notebooks"
@@ -765,7 +766,8 @@ def fp16_table(store) -> pd.DataFrame:
                      "epochs done": result.get("epochs_completed"),
                      "peak |N1(s)*f|": peak.get("product", math.nan), "peak |N2(.)|": peak.get("term", math.nan),
                      "peak |block out|": peak.get("output", math.nan),
-                     "headroom (65504 / peak product)": (FP16_MAX / peak["product"]) if peak.get("product") else math.nan})
+                     "headroom (65504 / peak product)":
+                         (FP16_MAX / peak["product"]) if peak.get("product") else math.nan})
     return pd.DataFrame(rows)
 
 
@@ -805,7 +807,8 @@ def show_fp16(ctx: ReportContext) -> None:
         return not_run(absent)
     table = fp16_table(ctx.index)
     if table.empty:
-        return not_run(f"no float16 Newton-ResNet runs in `{ctx.store}` (`blockaudit audit --claims NRL-fp16` makes them)")
+        return not_run(f"no float16 Newton-ResNet runs in `{ctx.store}` "
+                       "(`blockaudit audit --claims NRL-fp16` makes them)")
     if table["peak |N1(s)*f|"].notna().any():
         show_figure(plot_fp16_peaks(table))
     _display(table)

@@ -66,7 +66,7 @@ from analysis.validation import check_choice, check_int, check_real
 __all__ = [
     "ImageDataset", "DATASETS", "CIFAR10_CLASSES", "PAD_MODES", "load_dataset", "list_datasets",
     "load_digits", "load_synthetic", "load_cifar10", "load_cifar100", "load_image_folder",
-    "load_cifar10_jpeg", "data_roots", "train_val_split", "normalize", "augment_batch",
+    "load_cifar10_jpeg", "data_roots", "train_val_split", "subsample", "normalize", "augment_batch",
     "iterate_batches",
 ]
 
@@ -132,6 +132,15 @@ def _channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # A constant channel would divide by zero; leave it unscaled.
     std = torch.where(std > 0, std, torch.ones_like(std))
     return mean.to(torch.float32), std.to(torch.float32)
+
+
+def subsample(images: torch.Tensor, labels: torch.Tensor, max_samples: int | None,
+              seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``max_samples`` of a permutation seeded by ``seed`` (everything when None or larger)."""
+    if max_samples is None or max_samples >= labels.shape[0]:
+        return images, labels
+    idx = torch.randperm(labels.shape[0], generator=torch.Generator().manual_seed(seed))[:max_samples]
+    return images[idx], labels[idx]
 
 
 def train_val_split(labels, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

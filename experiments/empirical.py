@@ -634,14 +634,18 @@ def _landscape_config(run_dir: Path, profile: str, device: str):
 
 
 def make_artefacts(check: EmpiricalCheck, profile: str, store: Path, data_path=None, device: str = "cpu",
-                   log: Callable = print) -> list[str]:
-    """Compute the check's missing artefacts from checkpoints; return notes on what could not be made."""
+                   log: Callable = print, data_cache: dict | None = None) -> list[str]:
+    """Compute the check's missing artefacts from checkpoints; return notes on what could not be made.
+
+    ``data_cache``: the audit's dataset cache (``_dataset_for``), so a dataset loaded for training is
+    not loaded again for the float16 peaks.
+    """
     ps = check.spec(profile)
     if not ps.artefacts or ps.sweep is None:
         return []
     spec = build_sweep(check, profile, data_path)
     notes = []
-    datasets: dict = {}  # one load of the dataset for all runs of this check
+    data_cache = data_cache if data_cache is not None else {}  # one load for all runs of this check
     for kind in ps.artefacts:
         for label, run_id, rd in _artefact_runs(spec, store, kind):
             target = rd / _ARTEFACT_FILES[kind]
@@ -656,7 +660,8 @@ def make_artefacts(check: EmpiricalCheck, profile: str, store: Path, data_path=N
 
                 run_landscape(_landscape_config(rd, profile, device))
             elif kind == "fp16_peaks":
-                write_fp16_peaks(rd, device, max_samples=None if profile == "quick" else 5000, cache=datasets)
+                write_fp16_peaks(rd, device, max_samples=None if profile == "quick" else 5000,
+                                 data=_dataset_for(spec, data_cache))
             else:
                 from experiments.risk_gap_cli import RiskGapConfig, run_risk_gap
 
@@ -671,33 +676,26 @@ _ARTEFACT_FILES = {"landscape": "landscape.npz", "risk_gap": "risk_gap.json", "f
 
 
 def write_fp16_peaks(run_dir: Path, device: str = "cpu", max_samples: int | None = None,
-                     cache: dict | None = None) -> Path:
+                     data=None) -> Path:
     """``RUN_DIR/fp16_peaks.json``: ``analysis.numerics.second_order_peaks`` of the run's last checkpoint.
 
     Measured on the training images (the first ``max_samples`` of a seeded permutation when set),
     in float32 and eval mode; for a run stopped at a non-finite loss the checkpoint is the last
-    good epoch's, so the peaks say how large the term was just before.
+    good epoch's, so the peaks say how large the term was just before. ``data``: the run's dataset
+    if already loaded (otherwise it is loaded from the run's config).
     """
     import json
 
-    import torch
-
     from analysis.numerics import second_order_peaks
-    from experiments.data import load_dataset, normalize
+    from experiments.data import load_dataset, normalize, subsample
     from experiments.rundir import RunDir
     from experiments.train import load_run
 
     run_dir = Path(run_dir)
     model, config = load_run(run_dir, map_location=device)
-    key = json.dumps([config.dataset, config.dataset_options], sort_keys=True)
-    cache = cache if cache is not None else {}
-    if key not in cache:
-        cache[key] = load_dataset(config.dataset, **config.dataset_options)
-    data = cache[key]
-    images = data.train_images
-    if max_samples is not None and max_samples < images.shape[0]:
-        idx = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))[:max_samples]
-        images = images[idx]
+    if data is None:
+        data = load_dataset(config.dataset, **config.dataset_options)
+    images, _ = subsample(data.train_images, data.train_labels, max_samples, seed=0)
     x = normalize(images.to(device), data.mean, data.std)
     peaks = second_order_peaks(model, x)
     metrics = RunDir(run_dir).read_metrics()  # a checkpoint is written with every epoch's metrics row
@@ -718,12 +716,13 @@ def judge_fp16(spec, store: Path) -> tuple[str, str, dict]:
     import json
 
     from analysis.numerics import FP16_MAX
+    from experiments.rundir import RunDir
     from experiments.sweep import expand
 
     runs: dict[str, list[dict]] = {}
     for r in expand(spec):
         rd = store / "runs" / r.run_id
-        result = json.loads((rd / "result.json").read_text()) if (rd / "result.json").exists() else {}
+        result = RunDir(rd).read_result() or {}
         peaks_file = rd / "fp16_peaks.json"
         peaks = json.loads(peaks_file.read_text()) if peaks_file.exists() else None
         runs.setdefault(r.label, []).append({"run_id": r.run_id, "seed": r.seed, "nonfinite": result.get("nonfinite"),
@@ -895,7 +894,8 @@ def run_empirical(check: EmpiricalCheck, profile: str, store: Path | str, *, dev
     # when it is given back, and they take seconds there (a risk gap, one 21 x 21 landscape).
     if ps.artefacts:
         with _quick_threads(profile):
-            notes = make_artefacts(check, profile, store, data_path, device=dev or "cpu", log=log)
+            notes = make_artefacts(check, profile, store, data_path, device=dev or "cpu", log=log,
+                                   data_cache=data_cache)
     return verdict_from_store(check, profile, store, data_path, notes)
 
 

@@ -747,6 +747,7 @@ def fp16_table(store) -> pd.DataFrame:
     the peaks file shows NaN there.
     """
     from analysis.numerics import FP16_MAX
+    from experiments.rundir import RunDir
 
     index = _as_index(store)
     rows = []
@@ -755,7 +756,7 @@ def fp16_table(store) -> pd.DataFrame:
         if config.get("precision") != "fp16" or not str(config.get("model", "")).startswith("newton_resnet"):
             continue
         path = Path(run["path"])
-        result = json.loads((path / "result.json").read_text()) if (path / "result.json").is_file() else {}
+        result = RunDir(path).read_result() or {}
         peaks = json.loads((path / "fp16_peaks.json").read_text()) if (path / "fp16_peaks.json").is_file() else {}
         bad = result.get("nonfinite") or {}
         peak = peaks.get("peak") or {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 
 __all__ = ["RiskGapConfig", "run_risk_gap", "add_subcommand"]
 
@@ -29,18 +28,11 @@ class RiskGapConfig:
     seed: int = 0
 
 
-def _subset(images, labels, max_samples, seed):
-    if max_samples is None or max_samples >= labels.shape[0]:
-        return images, labels
-    idx = torch.randperm(labels.shape[0], generator=torch.Generator().manual_seed(seed))[:max_samples]
-    return images[idx], labels[idx]
-
-
 def run_risk_gap(cfg: RiskGapConfig) -> tuple["RiskGapResult", list[Path]]:  # noqa: F821
     """Compute the risk gap of ``cfg.run_dir`` and write the report; return the result and the files."""
     from analysis.risk_gap import plot_risk_gap, risk_gap
     from analysis.validation import check_int
-    from experiments.data import iterate_batches, load_dataset
+    from experiments.data import iterate_batches, load_dataset, subsample
     from experiments.reporting import markdown_table
     from experiments.train import load_run
 
@@ -48,8 +40,8 @@ def run_risk_gap(cfg: RiskGapConfig) -> tuple["RiskGapResult", list[Path]]:  # n
         check_int("max_samples", cfg.max_samples, min_value=1)
     model, config = load_run(cfg.run_dir)
     data = load_dataset(config.dataset, **config.dataset_options)
-    xtr, ytr = _subset(data.train_images, data.train_labels, cfg.max_samples, cfg.seed)
-    xte, yte = _subset(data.test_images, data.test_labels, cfg.max_samples, cfg.seed)
+    xtr, ytr = subsample(data.train_images, data.train_labels, cfg.max_samples, cfg.seed)
+    xte, yte = subsample(data.test_images, data.test_labels, cfg.max_samples, cfg.seed)
     t0 = time.perf_counter()
     result = risk_gap(model, iterate_batches(xtr, ytr, cfg.batch_size, data.mean, data.std),
                       iterate_batches(xte, yte, cfg.batch_size, data.mean, data.std),

@@ -2,8 +2,10 @@
 
 ``HessianOperator`` is H = d^2 L / d theta^2 of the mean loss L over the given data (all batches
 together: per-batch Hessians of the summed loss, divided by the total sample count), at the
-model's current parameters, optionally restricted to the parameters of one named submodule
-(the other parameters are held fixed; H is then the corresponding principal sub-block).
+model's parameters when the operator is built, optionally restricted to the parameters of one
+named submodule (the other parameters are held fixed; H is then the corresponding principal
+sub-block). The operator is a snapshot: it holds a copy of every parameter and buffer, so
+editing the model afterwards changes neither kind of operator.
 ``op.matvec(V)`` takes one vector (dim,) or a batch (k, dim) and returns H v for every row in one
 pass: forward-over-reverse ``torch.func.jvp(torch.func.grad(L))`` vmapped over the rows (chunked
 by ``vectors_per_call`` to bound memory). A single vector goes through double backward instead
@@ -78,9 +80,10 @@ class HessianOperator:
     model:
         Any ``nn.Module``; not modified.
     data:
-        One ``(inputs, targets)`` batch or an iterable of them.
+        One ``(inputs, targets)`` batch or an iterable of them; inputs (and float targets) finite.
     loss_fn:
-        ``loss_fn(logits, targets) -> per-sample losses`` (default cross entropy).
+        ``loss_fn(logits, targets) -> per-sample losses`` of shape (N,) (default cross entropy);
+        a reducing loss (``nn.CrossEntropyLoss()``) raises: pass ``reduction='none'``.
     bn:
         ``"eval"`` or ``"batch"`` (module docstring); required for a train-mode BatchNorm model.
     submodule:
@@ -112,7 +115,11 @@ class HessianOperator:
             self.bn = "none"
         self.vectors_per_call = check_int("vectors_per_call", vectors_per_call, min_value=1)
         self.hvp_mode = check_choice("hvp", hvp, HVP_MODES)
-        params = {k: p.detach() for k, p in model.named_parameters()}
+        self._clone, bns = _functional_copy(model)
+        # Every parameter comes from the private deep copy, never from ``model``: detached views of
+        # the model's own tensors would let later in-place edits of the model leak into the fixed
+        # (non-submodule) parameters while theta, a copy, stays put. The copy keeps the names.
+        params = {k: p.detach() for k, p in self._clone.named_parameters()}
         if submodule is not None:
             modules = dict(model.named_modules())
             if submodule not in modules:
@@ -136,7 +143,6 @@ class HessianOperator:
         self.dim = int(sum(self._sizes))
         self._fixed = {k: v for k, v in params.items() if k not in self.param_names}
         self.theta = torch.cat([params[k].reshape(-1) for k in selected])
-        self._clone, bns = _functional_copy(model)
         for _, fbn in bns:
             fbn.mode = "batch" if self.bn == "batch" else "eval"
         self._buffers = {k: v.detach() for k, v in self._clone.named_buffers()}
@@ -144,13 +150,10 @@ class HessianOperator:
         self.num_samples = sum(int(x.shape[0]) for x, _ in self._batches)
         self._loss_fn = loss_fn or _default_loss
         self.num_matvecs = 0
+        self._check_per_sample_loss()
 
         def loss_at(theta, x, y):
-            chunks = torch.split(theta, self._sizes)
-            p = dict(self._fixed)
-            p.update({k: c.reshape(s) for k, c, s in zip(self.param_names, chunks, self._shapes)})
-            logits = functional_call(self._clone, (p, self._buffers), (x,))
-            return self._loss_fn(logits, y).sum() / self.num_samples
+            return self._loss_fn(self._logits(theta, x), y).sum() / self.num_samples
 
         self._loss_at = loss_at
         grad_fn = grad(loss_at)
@@ -160,8 +163,29 @@ class HessianOperator:
 
         self._hvp_batched = vmap(hvp, in_dims=(0, None, None))
 
+    def _logits(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        chunks = torch.split(theta, self._sizes)
+        p = dict(self._fixed)
+        p.update({k: c.reshape(s) for k, c, s in zip(self.param_names, chunks, self._shapes)})
+        return functional_call(self._clone, (p, self._buffers), (x,))
+
+    def _check_per_sample_loss(self) -> None:
+        # The mean is formed here (sum over samples / total count); a loss that already averages
+        # over its batch would be divided by N twice: a Hessian N times too small, without an error.
+        x, y = self._batches[0]
+        with torch.no_grad():
+            out = self._loss_fn(self._logits(self.theta, x), y)
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+        if shape != (x.shape[0],):
+            got = (f"a {type(out).__name__}" if shape is None else
+                   "a scalar (a loss that reduces over the batch)" if shape == () else f"shape {shape}")
+            raise ValueError(
+                f"loss_fn must return one loss per sample, shape ({x.shape[0]},) on data[0]; got {got}. "
+                "Pass reduction='none', e.g. nn.CrossEntropyLoss(reduction='none'): the operator "
+                "averages over all samples itself")
+
     def loss(self) -> float:
-        """The mean loss at the current parameters."""
+        """The mean loss at the operator's parameters (those of the model when it was built)."""
         with torch.no_grad():
             return float(sum(self._loss_at(self.theta, x, y) for x, y in self._batches))
 
@@ -335,8 +359,9 @@ def lanczos(op, num_steps: int, *, start_vectors: torch.Tensor | None = None, nu
 @dataclass
 class EigenResult:
     """Eigenvalue estimates: ``values`` (ordered as asked), ``error_bounds`` (an eigenvalue of H
-    lies within each bound of its value, from the Lanczos residual; NaN for power iteration),
-    ``vectors`` (k, dim) when asked, ``num_matvecs`` Hessian-vector products used, ``method``."""
+    lies within each bound of its value, from the Lanczos residual with a rounding floor; NaN for
+    power iteration), ``vectors`` (k, dim) when asked, ``num_matvecs`` Hessian-vector products
+    used, ``method``."""
 
     values: np.ndarray
     error_bounds: np.ndarray
@@ -351,7 +376,8 @@ def hessian_eigenvalues(op, k: int = 1, *, which: str = "largest", num_steps: in
 
     One Lanczos run of ``num_steps`` (default ``min(dim, max(30, 4k))``) products; Ritz pairs
     from T's eigendecomposition; error bound |beta_m s_{m,i}| (Parlett, The Symmetric Eigenvalue
-    Problem, Thm 13.1.1: some eigenvalue of H lies within it, up to rounding).
+    Problem, Thm 13.1.1: some eigenvalue of H lies within it), but at least the rounding floor
+    ``m * eps * max |theta|`` (m steps, eps of ``op.dtype``): not 0 unless every Ritz value is.
     """
     op = _check_op(op)
     k = check_int("k", k, min_value=1, max_value=op.dim)
@@ -361,7 +387,13 @@ def hessian_eigenvalues(op, k: int = 1, *, which: str = "largest", num_steps: in
     res = lanczos(op, steps, seed=seed, keep_basis=return_vectors)
     theta, s = res.ritz(0)
     order = np.argsort(theta)[::-1][:k] if which == "largest" else np.argsort(theta)[:k]
-    bounds = np.abs(res.residual[0] * s[-1, order])
+    # |beta_m s_mi| bounds the distance for the exact T and Q of H; the computed ones are exact for
+    # a perturbed H + E, ||E|| = O(m eps ||H||) after m steps with full reorthogonalisation (Paige
+    # 1976; Parlett Sec. 13.4), eps that of the products' dtype. Without that floor a breakdown
+    # (beta_m = 0) or a converged Ritz vector (s_mi = 0) reports an error of exactly 0.
+    # max |theta| <= ||H|| stands for ||H|| and is close to it once the extreme values converged.
+    floor = res.alpha.shape[1] * float(torch.finfo(op.dtype).eps) * float(np.max(np.abs(theta)))
+    bounds = np.maximum(np.abs(res.residual[0] * s[-1, order]), floor)
     vectors = None
     if return_vectors:
         sel = torch.as_tensor(s[:, order], dtype=op.dtype, device=op.device)

@@ -530,7 +530,17 @@ def _as_batches(name: str, data, device, dtype) -> list[tuple[torch.Tensor, torc
             raise TypeError(f"{name}[{i}] must be an (inputs, targets) pair; got {type(item).__name__}")
         x, y = item[0], item[1]
         x = x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)
-        batches.append((x, y.to(device)))
+        y = y.to(device)
+        # A NaN or Inf input (or float target) turns every loss it touches into NaN, which a grid or
+        # a Hessian would report as a result; checked after the cast, so an overflow to Inf counts.
+        for part, t in (("inputs", x), ("targets", y)):
+            if t.is_floating_point() or t.is_complex():
+                bad = int(t.numel() - torch.isfinite(t).sum())
+                if bad:
+                    raise ValueError(
+                        f"{name}[{i}] {part} must be finite; got {bad} NaN or infinite entries of {t.numel()} "
+                        f"(as {t.dtype}). Remove or repair those samples before computing the loss")
+        batches.append((x, y))
     return batches
 
 
@@ -1257,7 +1267,7 @@ def loss_landscape(
         1 or 2 directions (``Directions``); their count sets the grid's dimension.
     data:
         One ``(inputs, targets)`` batch or an iterable of them (a DataLoader); loss and accuracy
-        are averaged over all samples.
+        are averaged over all samples. NaN or infinite inputs (or float targets) raise ValueError.
     alphas, betas:
         Grid coordinates (``grid_axis``); ``betas`` only for 2 directions. Any shapes.
     bn:

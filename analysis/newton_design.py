@@ -50,6 +50,7 @@ import numpy as np
 
 from analysis.validation import (
     as_vector,
+    check_bool,
     check_choice,
     check_int,
     check_invertible,
@@ -493,6 +494,7 @@ def newton_cg_block_weights(A, x, *, absorb_mask: bool = True) -> CGBlockWeights
     the maps. ``absorb_mask=False``: W1 = W2 = -A, W3 = W4 = A and the "Dropout" of lines 3-5 is the
     fixed mask D itself (``mask`` field), the paper's reading of dropout in sec 4.1.2.
     """
+    absorb_mask = check_bool("absorb_mask", absorb_mask)
     sys_ = newton_cg_system(A, x)
     A = np.asarray(A, dtype=np.float64)
     D = sys_.mask

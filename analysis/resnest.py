@@ -356,6 +356,45 @@ def _default_rcond(n: int, d: int) -> float:
     return max(n, d) * _EPS
 
 
+def _input_eps(value) -> float:
+    """Machine epsilon of the precision ``value`` was computed in (float64 unless it is a float array)."""
+    dtype = getattr(value, "dtype", None)
+    return float(np.finfo(dtype).eps) if dtype is not None and np.issubdtype(dtype, np.floating) else _EPS
+
+
+def _check_gram(g: np.ndarray, n: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Refuse a ``gram`` that is not a Gram matrix V^T V (symmetric, PSD) beyond round-off; eigh of it.
+
+    Tolerances are precision-aware, as scikit-learn's PSD checks are, but derived from the
+    accumulation rather than fixed: each entry of V^T V is a sum of n products, so its rounding
+    error is at most about n * eps * sqrt(G_ii G_jj) <= n * eps * max |G| (eps of the dtype the
+    moments came in: a float32 array gets float32's; max |G| = max_i G_ii for a Gram matrix, by
+    Cauchy-Schwarz). G_ij and G_ji are rounded independently, so their gap stays below
+    2 * max(n, D) * eps * max |G|; an entrywise error of that size moves an eigenvalue by at most D
+    times it (||E||_2 <= D max |E_ij|), so an eigenvalue above -2 * D * max(n, D) * eps * max |G| is
+    round-off of a PSD matrix. Anything beyond is not a Gram matrix: symmetrising it or dropping its
+    negative eigenvalues would return the risk of some other problem without a word.
+    """
+    d = g.shape[0]
+    scale = float(np.max(np.abs(g))) if d else 0.0
+    sym_tol = 2.0 * max(n, d) * eps * scale
+    gap = float(np.max(np.abs(g - g.T))) if d else 0.0
+    if gap > sym_tol:
+        raise ValueError(
+            f"gram must be symmetric (it is V^T V): max |G - G^T| = {gap:.3g} (relative {gap / scale:.3g} of "
+            f"max |G| = {scale:.3g}), above the round-off tolerance {sym_tol:.3g}; accumulate it as V.T @ V"
+        )
+    lam, q = np.linalg.eigh((g + g.T) / 2)
+    neg_tol = d * sym_tol
+    if d and lam[0] < -neg_tol:
+        raise ValueError(
+            f"gram must be positive semi-definite (it is V^T V): smallest eigenvalue {lam[0]:.3g} (relative "
+            f"{lam[0] / scale:.3g} of max |G| = {scale:.3g}), below the round-off tolerance -{neg_tol:.3g}; "
+            "accumulate it as V.T @ V"
+        )
+    return lam, q
+
+
 def least_squares_risk_from_moments(gram, cross, target_sq, n, rcond=None) -> tuple[float, np.ndarray]:
     """The best linear predictor's squared-loss risk (1/n) sum ||y - H^T v||^2 from moments.
 
@@ -364,7 +403,8 @@ def least_squares_risk_from_moments(gram, cross, target_sq, n, rcond=None) -> tu
     normal equations V^T V H = V^T Y by an eigendecomposition of the Gram matrix, keeping eigenvalues
     > rcond * lambda_max (default ``max(n, D) * eps``, see ``_default_rcond``) and returning the
     minimum-norm H (as lstsq does). The risk is (target_sq - sum_k (q_k^T cross)^2 / lambda_k) / n,
-    clipped at 0 since only round-off can make it negative.
+    clipped at 0 since only round-off can make it negative. A ``gram`` that is not symmetric or not
+    positive semi-definite beyond round-off raises ValueError (``_check_gram``).
     """
     g = as_matrix("gram", gram)
     if g.shape[0] != g.shape[1]:
@@ -375,7 +415,7 @@ def least_squares_risk_from_moments(gram, cross, target_sq, n, rcond=None) -> tu
     n = check_int("n", n, min_value=1)
     ysq = check_real("target_sq", target_sq, min_value=0.0)
     tol = _default_rcond(n, g.shape[0]) if rcond is None else check_real("rcond", rcond, min_value=0.0)
-    lam, q = np.linalg.eigh((g + g.T) / 2)
+    lam, q = _check_gram(g, n, _input_eps(gram))
     keep = lam > tol * max(float(lam[-1]), 0.0) if lam.size else np.zeros(0, bool)
     keep &= lam > 0
     qk = q[:, keep]

@@ -258,3 +258,63 @@ def test_operator_leaves_the_model_unchanged_and_validates(setup):
         HessianOperator(model, batches, hvp="exact")
     with pytest.raises(TypeError, match="op must be a HessianOperator"):
         hutchinson_trace(object())
+
+
+def test_error_bounds_have_a_rounding_floor(setup):
+    _, _, op, _, eig = setup
+    scale = float(eig.abs().max())
+    # H = diag(3) of dimension 1: Lanczos ends with beta_1 = 0 exactly, yet the Ritz value is only
+    # as exact as the arithmetic; the floor is m * eps * max |theta| = 1 * eps * 3
+    res = hessian_eigenvalues(_DiagonalOperator([3.0]), 1)
+    assert res.values[0] == 3.0 and res.error_bounds[0] == 3.0 * np.finfo(np.float64).eps
+    for which, truth in (("largest", eig.flip(0)[:3].numpy()), ("smallest", eig[:3].numpy())):
+        res = hessian_eigenvalues(op, 3, which=which, num_steps=40)
+        # converged: |beta_m s_mi| is ~1e-40 here, so the bound is the floor 40 * eps * max |theta|;
+        # it must still cover the true error (~1e-15, rounding) with no slack added, and stay small
+        assert np.all(res.error_bounds > 0) and np.all(res.error_bounds < 1e-12 * scale)
+        assert np.all(np.abs(res.values - truth) <= res.error_bounds)
+
+
+@pytest.mark.parametrize("hvp", ["double_backward", "forward_over_reverse"])
+def test_operator_is_a_snapshot_of_all_parameters(hvp):
+    model, batches = _net(), _batches()
+    full = HessianOperator(model, batches, hvp=hvp)
+    block = HessianOperator(model, batches, submodule="3", hvp=hvp)
+    v_full = torch.randn(full.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    v_block = torch.randn(block.dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    before = full.matvec(v_full), block.matvec(v_block), full.loss(), block.loss()
+    with torch.no_grad():  # edit every parameter in place, the frozen ones of ``block`` included
+        for p in model.parameters():
+            p.mul_(1.5).add_(0.1)
+        model[1].running_var.mul_(2.0)
+    after = full.matvec(v_full), block.matvec(v_block), full.loss(), block.loss()
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+    assert before[2:] == after[2:]
+    # and a fresh operator does see the edit (the comparison above is not vacuous)
+    assert not torch.equal(HessianOperator(model, batches, submodule="3", hvp=hvp).matvec(v_block), before[1])
+
+
+def test_operator_refuses_a_reducing_loss():
+    model, batches = _net(), _batches()
+    with pytest.raises(ValueError, match=r"loss_fn must return one loss per sample, shape \(4,\) on data\[0\]; "
+                                         r"got a scalar .*reduction='none'.*nn\.CrossEntropyLoss\(reduction='none'\)"):
+        HessianOperator(model, batches, loss_fn=nn.CrossEntropyLoss())
+    with pytest.raises(ValueError, match=r"shape \(4,\) on data\[0\]; got shape \(4, 3\)"):
+        HessianOperator(model, batches, loss_fn=lambda logits, y: logits.square())
+    # the per-sample form is the default's Hessian
+    per_sample = HessianOperator(model, batches, loss_fn=nn.CrossEntropyLoss(reduction="none"))
+    v = torch.ones(per_sample.dim, dtype=torch.float64)
+    assert torch.allclose(per_sample.matvec(v), HessianOperator(model, batches).matvec(v), rtol=0, atol=1e-14)
+
+
+def test_operator_refuses_non_finite_data():
+    model, batches = _net(), _batches()
+    x, y = batches[1]
+    x = x.clone()
+    x[0, 0, :2, 0] = torch.tensor([float("nan"), float("inf")], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"data\[1\] inputs must be finite; got 2 NaN or infinite entries of 225"):
+        HessianOperator(model, [batches[0], (x, y)])
+    soft = torch.full((4, 3), 1 / 3, dtype=torch.float64)
+    soft[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"data\[0\] targets must be finite; got 1 NaN or infinite entries of 12"):
+        HessianOperator(model, (batches[0][0], soft))

@@ -318,6 +318,29 @@ def test_bad_choices_and_types_raise():
         loss_landscape(model, random_directions(model, 1), _data(2, 5), [0.0], chunk_size=0)
 
 
+def test_non_finite_data_raises():
+    """A NaN image would make every grid point NaN (read as 'not evaluated' by resume)."""
+    model = _tiny_plain_net()
+    dirs = random_directions(model, 1)
+    x, y = _data(3, 5)
+    x[1, 2, 0, :3] = float("nan")
+    for fn in (loss_landscape, loss_landscape_reference):
+        with pytest.raises(ValueError, match=r"data\[1\] inputs must be finite; got 3 NaN or infinite entries of 324"):
+            fn(model, dirs, [_data(2, 5), (x, y)], [0.0])
+    # float64 data overflowing the float32 model's dtype is caught after the cast
+    small = _tiny_plain_net().float()
+    x32, y32 = _data(2, 5)
+    x32[0, 0, 0, 0] = 1e300
+    with pytest.raises(ValueError, match=r"data\[0\] inputs must be finite; got 1 NaN or infinite entries of 216 \(as torch.float32\)"):
+        loss_landscape(small, random_directions(small, 1), (x32, y32), [0.0])
+    recal = _tiny_bn_net()
+    xr = _data(2, 5)[0].clone()
+    xr[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"recalibration_data\[0\] inputs must be finite; got 1 "):
+        loss_landscape(recal, random_directions(recal, 1), _data(2, 5), [0.0], bn="recalibrate",
+                       recalibration_data=(xr, _data(2, 5)[1]))
+
+
 # ----------------------------------------------------------------------------------------------
 # results: save/load, resume, shards; chunking; plots
 # ----------------------------------------------------------------------------------------------

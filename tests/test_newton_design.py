@@ -80,6 +80,14 @@ def test_bad_method_and_order():
         nd.newton_cg_step(SYM, X, 2, y0="random")
 
 
+@pytest.mark.parametrize("flag", ["no", 1, 0, None])
+def test_absorb_mask_must_be_a_real_bool(flag):
+    # a truthy string ("no") used to select the absorb branch silently
+    with pytest.raises(TypeError, match=f"absorb_mask must be True or False; got {type(flag).__name__} "):
+        nd.newton_cg_block_weights(SYM, X, absorb_mask=flag)
+    assert np.array_equal(nd.newton_cg_block_weights(SYM, X, absorb_mask=False).W1, -SYM)
+
+
 def test_cg_needs_positive_definite_q():
     with pytest.raises(AssumptionError, match=r"Q must be positive definite \(ND Alg\. 1"):
         nd.conjugate_gradient(np.diag([1.0, -1.0]), X, X, 2)

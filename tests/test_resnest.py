@@ -63,6 +63,32 @@ def test_moments_errors():
         rn.least_squares_risk_from_moments(np.eye(2), np.ones((2, 1)), -1.0, 3)
 
 
+def test_moments_refuse_a_gram_that_is_not_v_transpose_v():
+    gen = np.random.default_rng(2)
+    v, y = gen.standard_normal((30, 3)), gen.standard_normal((30, 2))
+    gram, cross, ysq = v.T @ v, v.T @ y, float(np.sum(y * y))
+    asymmetric = gram.copy()
+    asymmetric[0, 1] += 1.0  # symmetrising it would silently solve another problem
+    with pytest.raises(ValueError, match=r"gram must be symmetric \(it is V\^T V\): max \|G - G\^T\| = 1 \(relative "):
+        rn.least_squares_risk_from_moments(asymmetric, cross, ysq, 30)
+    indefinite = gram - 2.0 * np.linalg.eigvalsh(gram)[0] * np.eye(3)  # smallest eigenvalue -lambda_min
+    with pytest.raises(ValueError, match=r"gram must be positive semi-definite \(it is V\^T V\): smallest eigenvalue -"):
+        rn.least_squares_risk_from_moments(indefinite, cross, ysq, 30)
+    # round-off of an accumulated Gram matrix passes: an asymmetry of a few ulps in float64, and a
+    # float32 accumulation (judged against float32's eps), rank-deficient so eigenvalues sit at ~0
+    nudged = gram.copy()
+    nudged[0, 1] *= 1 + 4 * EPS
+    assert rn.least_squares_risk_from_moments(nudged, cross, ysq, 30)[0] == pytest.approx(_lstsq(v, y)[0], rel=1e-9)
+    v32 = gen.standard_normal((2000, 5)).astype(np.float32)
+    v32[:, 4] = v32[:, 0] - v32[:, 1]
+    g32 = np.zeros((5, 5), np.float32)
+    for i in range(0, 2000, 64):
+        g32 += v32[i:i + 64].T @ v32[i:i + 64]
+    g32[1, 2] += np.float32(4 * np.finfo(np.float32).eps) * g32[1, 2]
+    risk, _ = rn.least_squares_risk_from_moments(g32, v32.T @ np.ones((2000, 1), np.float32), 2000.0, 2000)
+    assert 0.99 < risk <= 1.0  # 1 - R^2 of a constant target on centred noise: close to 1
+
+
 def test_best_linear_risk_matches_lstsq(problem):
     x, y, w0, blocks = problem
     feats = rn.resnest_features(x, blocks, w0)

@@ -236,15 +236,22 @@ class EmpiricalOptions:
     ``store``: the results store (runs are reused, never retrained); ``device``: where training
     runs (the full profile trains only on CUDA); ``data``: the full profile's CIFAR-10 (``--data``);
     ``max_minutes``: no new model's runs start after that many minutes of the audit; ``workers``:
-    runs trained at once; ``train``: False judges from the store only.
+    runs trained at once (None: one per CPU core in the quick profile, whose runs each take one
+    thread, so the numbers do not depend on it; 1 in the full profile); ``train``: False judges
+    from the store only.
     """
 
     store: Path = Path("runs")
     device: str | None = None
     data: Path | None = None
     max_minutes: float | None = None
-    workers: int = 1
+    workers: int | None = None
     train: bool = True
+
+    def workers_for(self, profile: str) -> int:
+        if self.workers is not None:
+            return self.workers
+        return _cpu_count() if profile == "quick" else 1
 
 
 def empirical_verdict(claim: Claim, profile: str, options: EmpiricalOptions, *, deadline: float | None = None,
@@ -259,7 +266,8 @@ def empirical_verdict(claim: Claim, profile: str, options: EmpiricalOptions, *, 
         return Verdict(claim.id, "not run", str(exc.args[0]), claim.settled_by)
     try:
         out = run_empirical(check, profile, options.store, device=options.device, data_path=options.data,
-                            workers=options.workers, deadline=deadline, train=options.train, progress=progress,
+                            workers=options.workers_for(profile), deadline=deadline, train=options.train,
+                            progress=progress,
                             data_cache=data_cache, log=log)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
         # A missing dataset or a store holding other configs: reported on the claim, the audit goes on.
@@ -280,11 +288,50 @@ def run_reproduction(name: str, profile: str, out_dir: Path, progress: bool) -> 
         config = rep.full_config()
     else:
         raise ValueError(f"reproduction {name!r} defines no paper-scale config for the full profile")
-    result = rep.run(config, out_dir / name, progress=progress)
+    result = rep.execute(config, out_dir / name, progress=progress)
     files = [str(f) for f in result.files]
     verdicts = [Verdict(v.claim_id, v.status, v.evidence, f"blockaudit reproduce {name} ({profile} profile)",
                         tuple(files)) for v in result.verdicts]
     return verdicts, files
+
+
+def _reproduction_verdicts(name: str, claims: list[Claim], run) -> dict[str, Verdict]:
+    """``run()``'s verdicts for the selected claims; a crash becomes an inconclusive verdict that says so."""
+    try:
+        got, _ = run()
+    except Exception as exc:  # noqa: BLE001 - a crashed reproduction is reported per claim, not hidden
+        got = [Verdict(c.id, "inconclusive", f"reproduction {name} crashed: {type(exc).__name__}: {exc}",
+                       f"blockaudit reproduce {name}") for c in claims if c.settled_by == f"reproduce:{name}"]
+    wanted = {c.id for c in claims}
+    return {v.claim_id: v for v in got if v.claim_id in wanted}
+
+
+def _one_thread() -> None:
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
+def _start_reproductions(names: list[str], profile: str, out_dir: Path) -> dict:
+    """Run each reproduction in one spawned single-thread process; ``(pool, {name: future})``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_one_thread)
+    futures = {name: pool.submit(run_reproduction, name, profile, out_dir, False) for name in names}
+    pool.shutdown(wait=False)  # the futures still complete; nothing new is submitted
+    return pool, futures
+
+
+def _stop(pool) -> None:
+    """End a background pool's processes now (Ctrl-C, a failed audit): they hold nothing to keep."""
+    if pool is None:
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
 
 
 @dataclass
@@ -304,7 +351,9 @@ class AuditResult:
                          "profile": d.get("profile", self.meta.get("profile", "")),
                          "effect": d.get("effect"), "ci_low": ci[0], "ci_high": ci[1],
                          "n_seeds": d.get("n_seeds"), "tolerance": d.get("tolerance", ""),
-                         "schedule": d.get("schedule", "")})
+                         "schedule": d.get("schedule", ""),
+                         "made_on": "; ".join(d.get("made_on") or [self.meta.get("machine", "")]),
+                         "commit": self.meta.get("commit", "")})
         return pd.DataFrame(rows)
 
     def counts(self) -> dict[str, int]:
@@ -357,6 +406,12 @@ def run_audit(profile: str = "quick", out_dir: Path | str = "reports", claim_ids
             verdicts[c.id] = theory_verdict(c, theory.outcomes, theory.collection_errors)
 
     repro_names = sorted({c.settled_by.split(":", 1)[1] for c in claims if c.settled_by.startswith("reproduce:")})
+    empirical_claims = [c for c in claims if c.settled_by.startswith("empirical:")]
+    # The quick profile's training runs take one core each; the reproductions then run beside them
+    # in a process of their own (one thread, so their numbers do not depend on the machine's cores)
+    # instead of before them: on 2 cores that saves their whole time.
+    background = profile == "quick" and reproductions and repro_names and empirical_claims and empirical.train
+    pool, pending = _start_reproductions(repro_names, profile, out_dir) if background else (None, {})
     for i, name in enumerate(repro_names):
         if not reproductions:
             for c in claims:
@@ -364,20 +419,31 @@ def run_audit(profile: str = "quick", out_dir: Path | str = "reports", claim_ids
                     verdicts[c.id] = Verdict(c.id, "not run", "reproductions were skipped (--no-reproductions)",
                                              c.settled_by)
             continue
+        if background:
+            log(f"[2/3] reproduction {i + 1}/{len(repro_names)}: {name} ({profile} profile), in the background")
+            continue
         log(f"[2/3] reproduction {i + 1}/{len(repro_names)}: {name} ({profile} profile)")
-        try:
-            got, _ = run_reproduction(name, profile, out_dir, progress)
-        except Exception as exc:  # a crashed reproduction is reported per claim, not hidden
-            got = [Verdict(c.id, "inconclusive", f"reproduction {name} crashed: {type(exc).__name__}: {exc}",
-                           f"blockaudit reproduce {name}") for c in claims if c.settled_by == f"reproduce:{name}"]
-        for v in got:
-            if v.claim_id in {c.id for c in claims}:
-                verdicts[v.claim_id] = v
+        verdicts.update(_reproduction_verdicts(name, claims, lambda: run_reproduction(name, profile, out_dir,
+                                                                                      progress)))
 
-    empirical_claims = [c for c in claims if c.settled_by.startswith("empirical:")]
     log(f"[3/3] empirical claims: {len(empirical_claims)} ({profile} profile, store {empirical.store})")
     data_cache: dict = {}
     empirical_start = time.perf_counter()
+    if profile == "quick" and empirical.train and empirical_claims:
+        from experiments.empirical import get_check, train_checks
+
+        try:
+            train_checks([get_check(c.settled_by.split(":", 1)[1]) for c in empirical_claims], profile,
+                         empirical.store, workers=empirical.workers_for(profile), progress=progress,
+                         data_cache=data_cache, log=log)
+        except BaseException:
+            _stop(pool)
+            raise
+    if pending:
+        if not all(f.done() for f in pending.values()):
+            log("  waiting for the reproductions")
+        for name, future in pending.items():
+            verdicts.update(_reproduction_verdicts(name, claims, future.result))
     for i, c in enumerate(empirical_claims):
         log(f"  [{i + 1}/{len(empirical_claims)}] {c.id} ({c.settled_by})")
         verdicts[c.id] = empirical_verdict(c, profile, empirical, deadline=deadline, progress=progress,
@@ -389,13 +455,21 @@ def run_audit(profile: str = "quick", out_dir: Path | str = "reports", claim_ids
 
     import torch
 
+    from experiments.provenance import provenance, provenance_line
+
+    prov = provenance(empirical.device or "cpu")
     meta = {
         "profile": profile,
         "hypothesis_profile": hypothesis_profile,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} {platform.system()}, {_cpu_count()} CPU cores, python "
-                   f"{platform.python_version()}, torch {torch.__version__}, "
+        "machine": f"{platform.machine()} {platform.system()}, {prov['machine']['cpu']}, {_cpu_count()} CPU cores "
+                   f"({prov['machine']['cpu_capability']}), python {platform.python_version()}, torch "
+                   f"{torch.__version__}, "
                    f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
+        "commit": prov["commit"],
+        "dirty": prov["dirty"],
+        "provenance": prov,
+        "provenance_line": provenance_line(prov),
         "seconds": round(time.perf_counter() - start, 1),
         "theory_seconds": round(theory.seconds, 1) if theory else None,
         "empirical_seconds": round(empirical_seconds, 1),
@@ -443,8 +517,16 @@ def _empirical_table(result: AuditResult) -> pd.DataFrame:
                          "comparison": c["block"] + (f" - {c['baseline']}" if c["baseline"] else ""),
                          "effect": fmt(c["mean"]), "95% CI": f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]",
                          "n": c["n"], "region": f"({lo:+g}, {hi:+g})", "result": c["status"], "paper": c["paper"],
-                         "schedule": d.get("schedule", "")})
+                         "stability": _stability_cell(c.get("stability")),
+                         "made on": "; ".join(d.get("made_on") or []), "schedule": d.get("schedule", "")})
     return pd.DataFrame(rows)
+
+
+def _stability_cell(stab: dict | None) -> str:
+    if not stab:
+        return "not probed"
+    word = "stable" if stab["stable"] else "**unstable**"
+    return f"{word} (+-{stab['shift']:.2f})"
 
 
 def render_markdown(result: AuditResult) -> str:
@@ -455,6 +537,12 @@ def render_markdown(result: AuditResult) -> str:
         "",
         f"Profile `{m['profile']}` (hypothesis profile `{m['hypothesis_profile']}`), run {m['date']} on "
         f"{m['machine']}; took {m['seconds']} s.",
+        "",
+        f"Made by `{m.get('provenance', {}).get('command', 'blockaudit audit')}` at "
+        + (f"{m['provenance_line']}." if m.get("provenance_line") else "an unrecorded commit."),
+        "The theory checks and the reproductions ran on that machine during this audit; each empirical "
+        "verdict names the machines that trained its runs (column `made on`; a store's runs keep the "
+        "machine and commit that made them).",
         "",
         "Verdicts: " + ", ".join(f"{counts[s]} {s}" for s in VERDICTS) + ".",
         "",
@@ -475,7 +563,9 @@ def render_markdown(result: AuditResult) -> str:
                   "Effect = mean over seeds of block - baseline final test accuracy (percentage points; for a "
                   "claim without a baseline, the accuracy itself), with the two-sided 95% t interval. A comparison "
                   "holds when the whole CI lies inside its region, fails when it lies wholly outside, and is "
-                  "inconclusive otherwise (`experiments/empirical.py`). Quick-profile rows are CPU analogues on "
+                  "inconclusive otherwise (`experiments/empirical.py`). Stability: the CI shifted by twice the "
+                  "float-noise standard error measured by each check's twin runs (initial weights moved by one "
+                  "float32 ulp); a status that the shift changes is reported as inconclusive (unstable). Quick-profile rows are CPU analogues on "
                   "digits, not the papers' CIFAR setting.", "", markdown_table(emp), ""]
     for paper, title in PAPERS.items():
         part = frame[frame.paper == paper]

@@ -6,6 +6,7 @@ calls takes typed configs and never parses arguments itself.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def add_reproduce(sub) -> None:
         rep = get_reproduction(name)
         rp = rsub.add_parser(name, help=rep.summary, description=rep.summary)
         rp.add_argument("--out", type=Path, default=Path("reports") / name,
-                        help="folder for the CSV and markdown tables (default: reports/%(default)s)")
+                        help="folder for the CSV and markdown tables (default: %(default)s)")
         rp.add_argument("--no-progress", action="store_true", help="hide progress bars")
         rep.add_arguments(rp)
         rp.set_defaults(func=_cmd_reproduce)
@@ -31,7 +32,7 @@ def _cmd_reproduce(args) -> int:
 
     rep = get_reproduction(args.reproduction)
     config = rep.config_from_args(args)
-    result = rep.run(config, args.out, progress=not args.no_progress)
+    result = rep.execute(config, args.out, progress=not args.no_progress)
     print(markdown_table(result.table))
     for note in result.notes:
         print(f"- {note}")
@@ -64,7 +65,9 @@ def add_audit(sub) -> None:
                         "cifar-10-batches-py (default: cifar10-jpeg.zip found under the data roots)")
     p.add_argument("--max-minutes", type=float, default=None, metavar="M",
                    help="start no new training runs after M minutes (the next call resumes from the store)")
-    p.add_argument("--workers", type=int, default=1, help="training runs at once (processes; default: 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="training runs at once (processes; default: one per CPU core in the quick profile, whose "
+                        "runs take one thread each, so results do not depend on it; 1 in the full profile)")
     p.add_argument("--train-only", action="store_true",
                    help="only the empirical claims: skip pytest and the reproductions (for GPU calls)")
     p.set_defaults(func=_cmd_audit)
@@ -76,7 +79,7 @@ def _cmd_audit(args) -> int:
     from experiments.reporting import markdown_table
 
     ids = [c.strip() for c in args.claims.split(",") if c.strip()]
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1; got {args.workers}")
     options = EmpiricalOptions(store=args.store, device=args.device, data=args.data, max_minutes=args.max_minutes,
                                workers=args.workers)
@@ -142,16 +145,35 @@ def _subcommand_adders():
         yield importlib.import_module(mod).add_subcommand
 
 
+# What a user's input, files or settings cause, as opposed to bugs: the library raises these with a
+# message that names the parameter or file and the fix, so the command shows that one line and no
+# traceback. ``FloatingPointError`` is a run that diverged (``NonFiniteLoss``: the step, the layer
+# and what to change). Any other exception is a bug and keeps its traceback; BLOCKAUDIT_TRACEBACK=1
+# shows the traceback of these too.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+    FloatingPointError)
+# Commands whose work is training runs, each kept once finished (and resumed from its last epoch).
+_TRAINING_COMMANDS = ("train", "sweep", "audit")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        # Library errors already name the parameter and the fix; show them without a traceback.
+    except KeyboardInterrupt:
+        what = ("finished runs are kept, re-run the same command to resume" if args.command in _TRAINING_COMMANDS
+                else "re-run the same command to start again")
+        print(f"blockaudit {args.command}: interrupted; {what}", file=sys.stderr)
+        return 130  # 128 + SIGINT, the shell's code for a command stopped by Ctrl-C
+    except EXPECTED_ERRORS as exc:
+        if os.environ.get("BLOCKAUDIT_TRACEBACK"):
+            raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"blockaudit {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        # 1: the command ran and failed (a diverged run); 2: it was given something it cannot use.
+        return 1 if isinstance(exc, FloatingPointError) else 2
 
 
 if __name__ == "__main__":

@@ -655,13 +655,20 @@ def list_datasets() -> list[str]:
     return sorted(DATASETS)
 
 
-def load_dataset(name: str, **options) -> ImageDataset:
-    """Load dataset ``name`` (see ``list_datasets()``) with its loader's keyword ``options``."""
+def load_dataset(name: str, *, show_progress: bool | None = None, **options) -> ImageDataset:
+    """Load dataset ``name`` (see ``list_datasets()``) with its loader's keyword ``options``.
+
+    ``show_progress`` (None: the loader's default) is the caller's progress switch (``--no-progress``):
+    it sets the ``progress`` option of loaders that show a bar (the JPEG decode), unless ``options``
+    set it; loaders without a bar ignore it.
+    """
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; available datasets: {', '.join(list_datasets())}")
     import inspect
 
     params = inspect.signature(DATASETS[name]).parameters
+    if show_progress is not None and "progress" in params and "progress" not in options:
+        options = {**options, "progress": bool(show_progress)}
     unknown = sorted(set(options) - set(params))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(map(repr, unknown))} for dataset {name!r}; "

@@ -26,6 +26,18 @@ also agrees), ``(10, +inf)`` for "ahead by more than 10 points", ``(-inf, 0)`` f
 - ``fails``        the whole CI lies outside it;
 - ``inconclusive`` the CI straddles a boundary (noise larger than the margin), or n < 2 pairs.
 
+**Stability under float noise.** A verdict that another machine could flip is no verdict. CPU
+kernels, thread counts and summation orders change a run's rounding, and training amplifies it
+(two runs of one config, 1 vs 2 threads: 42% vs 20% test accuracy in one probe). So the quick
+profile trains a *twin* of each model's first seed (label ``<label>+ulp``) whose initial weights
+differ by a rounding-size change (``TrainConfig.perturb_ulps = 1``: each scaled by 1 +- 2^-23). The largest change the twins show in a comparison's value (the paired difference, or
+the accuracy), floored at one test image, is the per-seed *float-noise spread* ``delta``. If the
+seeds' values each moved by about ``delta`` independently, their mean would move by about
+``delta / sqrt(n)``; the comparison is re-judged with the CI shifted by ``+-2 delta / sqrt(n)``
+(two such standard errors), and a status that either shift changes becomes ``inconclusive``
+(unstable), with the reason. Profiles without twins (the GPU's full profile) are judged as they
+are, and their evidence says that no noise probe ran.
+
 A claim with several comparisons holds when all hold, fails when any fails, and is inconclusive
 otherwise. A one-sample comparison (``baseline=None``, IM-cifar's "trains well") judges the CI of
 the block's own accuracy the same way. With 2 seeds ``t_{0.975, 1} = 12.7``: only large effects
@@ -47,7 +59,7 @@ from analysis.validation import check_choice, check_int, check_real
 
 __all__ = ["PROFILES", "Region", "Comparison", "ProfileSpec", "EmpiricalCheck", "PairedStats", "CHECKS",
            "get_check", "paired_stats", "judge", "combine_statuses", "full_dataset", "cifar100_dataset",
-           "build_sweep", "schedule_text",
+           "build_sweep", "schedule_text", "runs_made_on", "train_checks", "judge_stability", "Stability",
            "make_artefacts", "landscape_proxy", "judge_fp16", "write_fp16_peaks",
            "EmpiricalOutcome", "run_empirical", "verdict_from_store", "QUICK_DATASET"]
 
@@ -106,6 +118,8 @@ class ProfileSpec:
     reason: str = ""
     artefacts: tuple[str, ...] = ()
     workers_hint: int = 1
+    # Seeds whose runs get a float-noise twin (module docstring, "Stability"); () for none.
+    probe_seeds: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.sweep is None and not self.reason:
@@ -189,6 +203,48 @@ def combine_statuses(statuses) -> str:
     return "holds" if all(s == "holds" for s in statuses) else "inconclusive"
 
 
+PROBE_SUFFIX = "+ulp"  # label of a float-noise twin: "<label>+ulp"
+# The CI is shifted by this many standard errors of the mean's float noise (delta / sqrt(n)) each
+# way: two, as for a 95% band of a mean of independent per-seed errors of size delta.
+STABILITY_SE = 2.0
+
+
+@dataclass(frozen=True)
+class Stability:
+    """A comparison re-judged with its CI shifted by ``+-shift`` (module docstring, "Stability")."""
+
+    spread: float  # delta: the float-noise spread of one seed's value (pts)
+    shift: float  # STABILITY_SE * delta / sqrt(n)
+    status_down: str  # the status with the CI shifted down by ``shift``
+    status_up: str
+    stable: bool
+
+    def text(self) -> str:
+        if self.stable:
+            return (f"stable under float noise (twin spread {self.spread:.2f} pts; CI shifted by "
+                    f"+-{self.shift:.2f} keeps the status)")
+        return (f"unstable under float noise: twin spread {self.spread:.2f} pts per seed, and a CI shifted by "
+                f"-{self.shift:.2f} / +{self.shift:.2f} pts gives {self.status_down} / {self.status_up}")
+
+
+def judge_stability(st: PairedStats, region: Region, spread: float) -> Stability:
+    """Re-judge ``st`` with its CI moved by ``+-STABILITY_SE * spread / sqrt(n)`` (module docstring)."""
+    spread = check_real("spread", spread, min_value=0.0)
+    status = judge(st, region)
+    if st.n < 2:
+        return Stability(spread, math.nan, status, status, True)
+    shift = STABILITY_SE * spread / math.sqrt(st.n)
+    moved = [judge(dataclasses.replace(st, mean=st.mean + d, ci_low=st.ci_low + d, ci_high=st.ci_high + d), region)
+             for d in (-shift, shift)]
+    return Stability(spread, shift, moved[0], moved[1], moved[0] == moved[1] == status)
+
+
+def twin_models(models: list[dict], probe_seeds) -> list[dict]:
+    """Each model again as ``<label>+ulp``, on ``probe_seeds`` only, with ``perturb_ulps = 1``."""
+    return [{**m, "label": m["label"] + PROBE_SUFFIX, "base": {**m.get("base", {}), "perturb_ulps": 1},
+             "seeds": list(probe_seeds)} for m in models]
+
+
 # --- the checks --------------------------------------------------------------------------------
 
 _QUICK_BASE = {**QUICK_DATASET, "epochs": 6, "batch_size": 64, "lr": 0.05, "schedule": "onecycle",
@@ -215,7 +271,7 @@ def _quick(name: str, models: list[dict], comparisons, width: int, seeds=_QUICK_
     sweep = {"name": f"audit-quick-{name}", "seeds": list(seeds), "base": {**_QUICK_BASE, "epochs": epochs, **base},
              "models": models}
     setting = _QUICK_SETTING.format(width=width, epochs=epochs, seeds=len(seeds))
-    return ProfileSpec(sweep, tuple(comparisons), setting, artefacts=tuple(artefacts))
+    return ProfileSpec(sweep, tuple(comparisons), setting, artefacts=tuple(artefacts), probe_seeds=(seeds[0],))
 
 
 def _full(name: str, models: list[dict], comparisons, seeds, epochs: int, note: str = "", artefacts=(),
@@ -313,10 +369,13 @@ CHECKS: tuple[EmpiricalCheck, ...] = (
     ),
     EmpiricalCheck(
         "nrl-fp16", "NRL-fp16",
+        # Two seeds of 3 epochs (was 3 of 4): this CPU has no native float16, so each float16 step
+        # costs ~35x a float32 one, and at this scale no run came near overflow (largest |N1(s)*f|
+        # 0.04% of 65504): the analogue reports headroom, which fewer runs measure as well.
         quick=ProfileSpec(
-            {"name": "audit-quick-nrl-fp16", "seeds": [0, 1, 2],
-             "base": {**_QUICK_BASE, "epochs": 4, **_FP16_BASE}, "models": _FP16_MODELS_Q},
-            (), _QUICK_SETTING.format(width=8, epochs=4, seeds=3) + "; float16 autocast on the CPU",
+            {"name": "audit-quick-nrl-fp16", "seeds": [0, 1],
+             "base": {**_QUICK_BASE, "epochs": 3, **_FP16_BASE}, "models": _FP16_MODELS_Q},
+            (), _QUICK_SETTING.format(width=8, epochs=3, seeds=2) + "; float16 autocast on the CPU",
             artefacts=("fp16_peaks",)),
         full=_full("nrl-fp16", _FP16_MODELS_F, [], seeds=[0, 1, 2], epochs=10, artefacts=("fp16_peaks",),
                    note="float16 autocast (not bf16) with loss scaling; batch 256 at the paper's lr for it (0.1), "
@@ -472,9 +531,12 @@ def build_sweep(check: EmpiricalCheck, profile: str, data_path=None):
     if ps.sweep is None:
         raise ValueError(f"check {check.name!r} runs nothing in profile {profile!r}: {ps.reason}")
     d = {**ps.sweep, "base": dict(ps.sweep["base"]), "models": [dict(m) for m in ps.sweep["models"]]}
+    if ps.probe_seeds:
+        d["models"] += twin_models(d["models"], ps.probe_seeds)
     if profile == "full":
         dataset, options, _ = (cifar100_dataset if check.full_data == "cifar100" else full_dataset)(data_path)
-        d["base"].update(dataset=dataset, dataset_options=options)
+        # On the GPU: CPU-only id fields (threads) stay out, so the committed GPU stores keep their ids.
+        d["base"].update(dataset=dataset, dataset_options=options, device="cuda")
     # Speed fields another version of TrainConfig may lack are dropped rather than failing.
     known = _train_fields()
     d["base"] = {k: v for k, v in d["base"].items() if k in known}
@@ -532,7 +594,7 @@ def _check_label(check: EmpiricalCheck, profile: str) -> str:
 def verdict_from_store(check: EmpiricalCheck, profile: str, store: Path | str, data_path=None,
                        artefact_notes: list[str] | None = None) -> EmpiricalOutcome:
     """Judge ``check`` from the finished runs in ``store`` (trains nothing; needs no checkpoint)."""
-    from experiments.sweep import paired_differences, results_table
+    from experiments.sweep import results_table
 
     store = Path(store)
     ps = check.spec(profile)
@@ -560,27 +622,31 @@ def verdict_from_store(check: EmpiricalCheck, profile: str, store: Path | str, d
         statuses.append(status)
         parts.append(text)
         details.update(extra_details)
+    spread = _probe_spread(spec, ps, table) if ps.probe_seeds and ps.comparisons else None
+    if ps.comparisons and spread is None:
+        extra_notes = ["No float-noise probe ran for this profile: the verdicts are not checked for stability."]
+    else:
+        extra_notes = []
     for cmp in ps.comparisons:
-        if cmp.baseline is None:
-            final = table.sort_values("epoch").groupby("run_id").tail(1)
-            values = 100.0 * final.loc[final["label"] == cmp.block, "test_acc"].to_numpy(dtype=float)
-            what = f"{cmp.block} test accuracy"
-        else:
-            pairs = paired_differences(table, cmp.block, cmp.baseline, "test_acc")
-            values = 100.0 * pairs["difference"].to_numpy(dtype=float)
-            what = f"{cmp.block} - {cmp.baseline}"
+        values = _comparison_values(table, cmp).to_numpy(dtype=float)
+        what = f"{cmp.block} test accuracy" if cmp.baseline is None else f"{cmp.block} - {cmp.baseline}"
         st = paired_stats(values)
         status = judge(st, cmp.region)
+        stab = judge_stability(st, cmp.region, spread) if spread is not None else None
+        if stab is not None and not stab.stable:
+            status = "inconclusive"
         statuses.append(status)
         stat_text = st.text() if cmp.baseline is not None else st.text().replace(" pts", "%").replace("+", "")
-        parts.append(f"{what}: {stat_text} vs region {cmp.region.text()} ({cmp.meaning}) -> {status}; "
+        stab_text = f"; {stab.text()}" if stab is not None else ""
+        parts.append(f"{what}: {stat_text} vs region {cmp.region.text()} ({cmp.meaning}) -> {status}{stab_text}; "
                      f"paper {cmp.paper}")
         details["comparisons"].append({
             "block": cmp.block, "baseline": cmp.baseline, "n": st.n, "mean": st.mean, "std": st.std,
             "ci_low": st.ci_low, "ci_high": st.ci_high, "confidence": st.confidence,
             "region": [cmp.region.lo, cmp.region.hi], "status": status, "paper": cmp.paper,
-            "values": values.tolist()})
-    extra = list(artefact_notes or [])
+            "values": values.tolist(),
+            "stability": dataclasses.asdict(stab) if stab is not None else None})
+    extra = list(artefact_notes or []) + extra_notes
     if "landscape" in ps.artefacts:
         note, proxy = _landscape_summary(spec, store)
         extra.append(note)
@@ -600,8 +666,66 @@ def verdict_from_store(check: EmpiricalCheck, profile: str, store: Path | str, d
         first = details["comparisons"][0]
         details.update(effect=first["mean"], ci=[first["ci_low"], first["ci_high"]], n_seeds=first["n"],
                        tolerance="; ".join(f"{c.name} in {c.region.text()}" for c in ps.comparisons))
+    details["made_on"] = runs_made_on(store, runs)
     evidence = f"{setting}; {schedule}. " + "; ".join(parts) + (". " + " ".join(extra) if extra else "")
     return EmpiricalOutcome(check.claim_id, status, evidence.strip(), label, runs, details)
+
+
+def runs_made_on(store: Path, run_ids) -> list[str]:
+    """Where the runs behind a verdict were trained: ``"<GPU or CPU (kernels, threads)>, commit <c> (n runs)"``.
+
+    From each run's ``result.json`` provenance (the call that finished it); runs finished before
+    provenance was recorded fall back to ``environment.json`` and say that their commit is unknown.
+    """
+    import json
+
+    from experiments.rundir import RunDir
+
+    counts: dict[str, int] = {}
+    for rid in run_ids:
+        rd = RunDir(Path(store) / "runs" / rid)
+        prov = (rd.read_result() or {}).get("provenance")
+        if prov:
+            where = prov["device"].get("gpu") or f"{prov['machine']['cpu']} ({prov['numeric_environment']})"
+            text = f"{where}, torch {prov['versions']['torch']}, commit {str(prov['commit'])[:7]}" + \
+                   (" (dirty tree)" if prov.get("dirty") else "")
+        elif rd.environment_path.exists():
+            env = json.loads(rd.environment_path.read_text())
+            text = f"{env.get('cuda_device') or env.get('platform', 'unknown machine')}, torch {env.get('torch')}, " \
+                   "commit not recorded"
+        else:
+            text = "machine not recorded"
+        counts[text] = counts.get(text, 0) + 1
+    return [f"{text} ({n} runs)" for text, n in counts.items()]
+
+
+def _comparison_values(table, cmp: Comparison, suffix: str = ""):
+    """Per-seed values of ``cmp`` in points, a Series by seed: block - baseline paired by seed, or the
+    block's accuracy in %.
+
+    ``suffix``: the same for the labels with it (``PROBE_SUFFIX``: the float-noise twins).
+    """
+    from experiments.sweep import paired_differences
+
+    if cmp.baseline is None:
+        final = table.sort_values("epoch").groupby("run_id").tail(1)
+        return 100.0 * final.loc[final["label"] == cmp.block + suffix].set_index("seed")["test_acc"]
+    pairs = paired_differences(table, cmp.block + suffix, cmp.baseline + suffix, "test_acc")  # in points
+    return pairs.set_index("seed")["difference"]
+
+
+def _probe_spread(spec, ps: ProfileSpec, table) -> float:
+    """delta of the module docstring: the largest change a twin shows in a comparison's value, in points.
+
+    Floored at one test image (100 / test-set size): no finer change of an accuracy exists, and a
+    twin that happened to land on the same count does not prove the result immune to rounding.
+    """
+    changes = []
+    for cmp in ps.comparisons:
+        twin, mine = _comparison_values(table, cmp, PROBE_SUFFIX), _comparison_values(table, cmp)
+        changes += [abs(float(v) - float(mine[seed])) for seed, v in twin.items() if seed in mine.index]
+    n_test = int(_dataset_for(spec, None).test_images.shape[0])
+    return max(changes + [100.0 / n_test])
 
 
 def _dataset_text(spec, profile: str) -> str:
@@ -619,7 +743,7 @@ def _artefact_runs(spec, store: Path, kind: str) -> list[tuple[str, str, Path]]:
 
     out = []
     for r in expand(spec):
-        if kind == "landscape" and r.seed != min(spec.seeds):
+        if r.label.endswith(PROBE_SUFFIX) or (kind == "landscape" and r.seed != min(spec.seeds)):
             continue
         out.append((r.label, r.run_id, store / "runs" / r.run_id))
     return out
@@ -795,7 +919,7 @@ def landscape_proxy(result) -> dict:
 
 def _landscape_summary(spec, store: Path) -> tuple[str, dict]:
     found = _load_landscapes(spec, store)
-    if len(found) < len(spec.models):
+    if len(found) < len([m for m in spec.models if not m.label.endswith(PROBE_SUFFIX)]):  # twins get none
         return "Landscape artefacts missing.", {}
     proxy = {label: landscape_proxy(res) | {"run_id": rid} for label, (rid, res) in found.items()}
     labels = list(proxy)
@@ -899,6 +1023,30 @@ def run_empirical(check: EmpiricalCheck, profile: str, store: Path | str, *, dev
     return verdict_from_store(check, profile, store, data_path, notes)
 
 
+def train_checks(checks, profile: str, store: Path | str, *, workers: int = 1, progress: bool = True,
+                 data_cache: dict | None = None, log: Callable = print) -> dict[str, str]:
+    """Train every run that ``checks`` lack in ``store``, all in one pool of ``workers`` processes.
+
+    For the quick profile (CPU), where every run trains on one thread (``sweep.CPU_THREADS``): the
+    runs of all checks share one pool, so the cores stay busy across checks, and the numbers do not
+    depend on ``workers``. Returns ``{run_id: error}`` of runs that failed; ``run_empirical`` then
+    finds every run present and only judges.
+    """
+    from experiments.sweep import expand, train_runs
+
+    runs = []
+    for check in checks:
+        if check.spec(profile).sweep is not None:
+            runs += expand(build_sweep(check, profile))
+    if not runs:
+        return {}
+    datasets = {_data_key(r.config.dataset, r.config.dataset_options) for r in runs}
+    # One dataset for all (the quick profile's digits): loaded once here, shared with the workers.
+    data = _load_data(runs[0].config.dataset, runs[0].config.dataset_options, data_cache) if len(datasets) == 1 else None
+    log(f"  train {len(runs)} runs of {len(checks)} checks ({workers} at once, one thread each)")
+    return train_runs(runs, store, workers=workers, progress=progress, data=data, desc="audit runs")
+
+
 @contextlib.contextmanager
 def _quick_threads(profile: str):
     """One torch thread for the quick profile's tiny CPU models.
@@ -942,17 +1090,26 @@ def _cannot_train(profile: str, device: str | None, train: bool) -> str:
     return ""
 
 
-def _dataset_for(spec, cache: dict | None):
-    """The sweep's dataset, loaded once per audit (every check of a profile uses the same one)."""
+def _data_key(dataset: str, options: dict) -> str:
     import json
 
+    return json.dumps([dataset, options], sort_keys=True)
+
+
+def _load_data(dataset: str, options: dict, cache: dict | None):
+    """``load_dataset(dataset, **options)``, kept in ``cache`` (one dataset at a time) for reuse."""
     from experiments.data import load_dataset
 
-    key = json.dumps([spec.base.get("dataset", "digits"), spec.base.get("dataset_options", {})], sort_keys=True)
+    key = _data_key(dataset, options)
     if cache is not None and key in cache:
         return cache[key]
-    data = load_dataset(spec.base.get("dataset", "digits"), **spec.base.get("dataset_options", {}))
+    data = load_dataset(dataset, **options)
     if cache is not None:
         cache.clear()
         cache[key] = data
     return data
+
+
+def _dataset_for(spec, cache: dict | None):
+    """The sweep's dataset, loaded once per audit (every check of a profile uses the same one)."""
+    return _load_data(spec.base.get("dataset", "digits"), spec.base.get("dataset_options", {}), cache)

@@ -45,6 +45,9 @@ class LandscapeConfig:
     out: Path | None = None
     progress: bool = False
 
+    def __post_init__(self) -> None:
+        _check_landscape(self)
+
 
 @dataclass
 class CurvatureConfig:
@@ -60,6 +63,9 @@ class CurvatureConfig:
     device: str = "cpu"
     out: Path | None = None
 
+    def __post_init__(self) -> None:
+        _check_curvature(self)
+
 
 def _load(run_dir, device: str):
     """Model (eval mode, on ``device``) and config of a run; a missing directory is named in the error."""
@@ -72,14 +78,14 @@ def _load(run_dir, device: str):
 
 
 def _training_batches(config, samples: int, seed: int, batch_size: int, device: str,
-                      dtype: torch.dtype = torch.float32) -> list:
+                      dtype: torch.dtype = torch.float32, progress: bool | None = None) -> list:
     """``samples`` training images drawn without replacement (seeded), as normalised batches on ``device``.
 
     A seeded subset rather than the first N keeps the class balance of a dataset stored by class.
     """
     from experiments.data import iterate_batches, load_dataset
 
-    data = load_dataset(config.dataset, **config.dataset_options)
+    data = load_dataset(config.dataset, show_progress=progress, **config.dataset_options)
     x, y = data.train_images, data.train_labels
     if samples < y.shape[0]:
         idx = torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(seed))[:samples]
@@ -103,10 +109,12 @@ def _check_landscape(cfg: LandscapeConfig) -> None:
     from analysis.validation import check_choice, check_int, check_real
 
     check_int("--dim", cfg.dim, min_value=1, max_value=2)
-    if isinstance(cfg.points, int) and not isinstance(cfg.points, bool) and cfg.points < 1:
-        raise ValueError(f"--points must be >= 1 (grid points per axis); got {cfg.points}, a grid of size 0. "
-                         "Use e.g. --points 21.")
-    check_int("--points", cfg.points, min_value=1)
+    # Two points per axis at least: a contour needs a 2 x 2 grid, and a 1-point "grid" is the corner
+    # -range (not even the trained weights), so it shows nothing.
+    if isinstance(cfg.points, int) and not isinstance(cfg.points, bool) and cfg.points < 2:
+        raise ValueError(f"--points must be >= 2 (grid points per axis; a contour or a curve needs two); got "
+                         f"{cfg.points}. Use e.g. --points 21 (odd counts put a point on the trained weights).")
+    check_int("--points", cfg.points, min_value=2)
     check_real("--range", cfg.range, min_value=0.0, include_min=False)
     # "none" (raw Gaussian) is left out on purpose: unnormalised directions make landscapes of
     # different models incomparable, which is the whole point of the figure.
@@ -182,12 +190,16 @@ def run_landscape(cfg: LandscapeConfig):
     from analysis.landscape import (grid_axis, loss_landscape, plot_contour, plot_curve, random_directions,
                                     save_figure)
 
+    from experiments.rundir import check_device
+
     _check_landscape(cfg)
+    check_device(cfg.device)  # before any work: a CUDA device on a CPU-only machine is refused here
     device, created = _torchrun_group(cfg.device)
     distributed = dist.is_available() and dist.is_initialized()
     try:
         model, config = _load(cfg.run_dir, device)
-        batches = _training_batches(config, cfg.samples, cfg.seed, cfg.batch_size, device)
+        batches = _training_batches(config, cfg.samples, cfg.seed, cfg.batch_size, device,
+                                    progress=cfg.progress and (not distributed or dist.get_rank() == 0))
         directions = random_directions(model, cfg.dim, seed=cfg.seed, normalization=cfg.norm, ignore="biasbn",
                                        bn_statistics_too=cfg.bn == "perturbed")
         axis = grid_axis(-cfg.range, cfg.range, cfg.points)
@@ -297,7 +309,10 @@ def run_curvature(cfg: CurvatureConfig):
                                     spectral_density)
     from analysis.landscape import save_figure
 
+    from experiments.rundir import check_device
+
     _check_curvature(cfg)
+    check_device(cfg.device)
     model, config = _load(cfg.run_dir, cfg.device)
     # float64 so the Lanczos recurrence and its error bounds are not limited by float32 rounding.
     model = model.double()
@@ -392,7 +407,7 @@ def add_subcommand(subparsers) -> None:
                                           "json/png/md.")
     p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="run directory written by `blockaudit train`")
     p.add_argument("--dim", type=int, choices=(1, 2), default=2, help="1-D curve or 2-D contour (default: 2)")
-    p.add_argument("--points", type=int, default=21, help="grid points per axis (default: %(default)s)")
+    p.add_argument("--points", type=int, default=21, help="grid points per axis, >= 2 (default: %(default)s)")
     p.add_argument("--range", type=float, default=1.0, help="grid covers [-R, R] per axis (default: %(default)s)")
     p.add_argument("--norm", choices=("filter", "layer", "model"), default="filter",
                    help="direction normalisation (default: %(default)s)")

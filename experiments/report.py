@@ -967,6 +967,7 @@ def show_header(ctx: ReportContext) -> None:
         "",
         f"- audit: `{ctx.audit_json}`, profile `{meta.get('profile', '?')}`, run {meta.get('date', '?')} on "
         f"{meta.get('machine', '?')}",
+        f"- the audit's code and machine: {meta.get('provenance_line', 'not recorded (an audit older than provenance)')}",
         "- verdicts of this paper's claims: " + ", ".join(f"{n} {v}" for v, n in counts.items()),
         f"- store: `{ctx.store}`" + ("" if index.exists else " (does not exist)")
         + f": {len(index.sweeps)} sweep(s), {len(index.runs)} run(s), {len(index.artefacts)} analysis file(s) in all",
@@ -1207,6 +1208,14 @@ def build_notebook(paper: str, *, audit_json: Path | str, store: Path | str, rep
                                              f"kernel output:\n{tail}") from None
     _compact_outputs(nb)
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    from experiments.provenance import provenance, provenance_line
+
+    # What built this notebook: the command, commit and machine (the cells show the audit's own).
+    prov = provenance("cpu")
+    nb.metadata["blockaudit"] = {"built_by": prov}
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+        f"*Built by `{prov['command']}` at {provenance_line(prov)}, from `{_relative(Path(audit_json), out)}` and "
+        f"the store `{_relative(Path(store), out)}`.*", id="cell-provenance"))
 
     ipynb = out / f"{paper.lower()}.ipynb"
     _write_atomic(ipynb, nbformat.writes(nb) + "\n")

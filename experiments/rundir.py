@@ -18,7 +18,11 @@ column existed read back with NaN in it.
 
 A run with ``result.json`` is finished even without ``checkpoint.pt`` (GPU results are kept
 without their checkpoints). Unknown keys in a config file are rejected so a typo cannot silently
-fall back to a default; fields added later have defaults, so older config files still load.
+fall back to a default; fields added later have defaults, so older config files still load. A
+different config is refused once the directory holds trained state (checkpoint, metrics or
+result); a directory holding only the config of a run that never finished an epoch takes the new
+one (``RunDir.init``). A damaged ``config.json`` or ``checkpoint.pt`` is a ValueError that names
+the file and how to recover.
 """
 from __future__ import annotations
 
@@ -27,8 +31,10 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import platform
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +42,8 @@ import torch
 
 from analysis.validation import check_bool, check_choice, check_int, check_real
 
-__all__ = ["TrainConfig", "RunDir", "METRIC_FIELDS", "SCHEDULES", "PRECISIONS", "COMPILE_MODES", "environment_info"]
+__all__ = ["TrainConfig", "RunDir", "METRIC_FIELDS", "SCHEDULES", "PRECISIONS", "COMPILE_MODES", "environment_info",
+           "check_device"]
 
 METRIC_FIELDS = ("epoch", "lr", "loss", "acc", "test_loss", "test_acc", "seconds", "train_seconds", "images_per_s")
 SCHEDULES = ("step", "cosine", "onecycle")
@@ -98,6 +105,14 @@ class TrainConfig:
     drop_last: bool = False
     pad_mode: str = "reflect"
     on_nonfinite: str = "raise"
+    # torch's intra-op threads for a CPU run (None: leave torch's setting). A CPU run's numbers
+    # depend on it (reductions split over threads round differently), so sweeps set it for CPU runs
+    # and it enters their run ids, with the CPU's kernel set (experiments.sweep.canonical_config).
+    threads: int | None = None
+    # A rounding-size change of every initial weight: each scaled by 1 +- perturb_ulps * 2^-23 (one
+    # float32 ulp per unit, random signs). The audit trains such twins of a few runs to measure how
+    # far float noise alone moves a result (experiments.empirical, experiments.train._perturb_weights).
+    perturb_ulps: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -120,6 +135,9 @@ class TrainConfig:
             check_bool(name, getattr(self, name))
         check_int("eval_every", self.eval_every, min_value=1)
         check_int("eval_batch_size", self.eval_batch_size, min_value=1)
+        if self.threads is not None:
+            check_int("threads", self.threads, min_value=1)
+        check_int("perturb_ulps", self.perturb_ulps, min_value=0)
         if not isinstance(self.device, str):
             raise TypeError(f"device must be a string such as 'cpu', 'cuda' or 'cuda:1'; got {self.device!r}")
         try:
@@ -148,6 +166,29 @@ class TrainConfig:
         return cls(**data)
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` parsed and checked to exist on this machine; a ValueError says what to use instead.
+
+    The one check of a requested device (training, checkpoint loading, the landscape and curvature
+    commands): without it a CUDA device on a CPU-only machine fails later, deep in torch.
+    """
+    if not isinstance(device, torch.device):
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1'; got {device!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} was requested but torch.cuda.is_available() is False "
+                             f"(torch {torch.__version__}); use device 'cpu' (blockaudit: --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif device.type != "cpu":
+        raise ValueError(f"device {str(device)!r} is not supported; valid devices: 'cpu', 'cuda', 'cuda:N'")
+    return device
+
+
 def environment_info(device: str = "cpu", world_size: int = 1) -> dict:
     import numpy
 
@@ -166,6 +207,11 @@ def environment_info(device: str = "cpu", world_size: int = 1) -> dict:
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
         info["gpu_count"] = torch.cuda.device_count()
+    from experiments.provenance import provenance
+
+    # The commit (and whether the code was edited), every package version, the CPU, its kernel set
+    # and the thread count: what a reader needs to tell why two runs of one config differ.
+    info["provenance"] = provenance(device)
     return info
 
 
@@ -186,17 +232,29 @@ class RunDir:
         write(tmp)
         os.replace(tmp, target)  # a kill mid-write leaves the previous file intact
 
+    def has_trained_state(self) -> bool:
+        """True once the run has left more than its config: a checkpoint, metric rows or a result."""
+        return any(p.exists() for p in (self.checkpoint_path, self.metrics_path, self.result_path))
+
     def init(self, config: TrainConfig, environment: bool = True) -> None:
-        """Create the directory and write config (and environment); refuse a different existing config."""
+        """Create the directory and write config (and environment); refuse a different config with trained state.
+
+        A directory that holds only the config of a run that never finished an epoch (killed or
+        failed during its first) has nothing to lose, so its config (even a damaged one) is
+        replaced: the corrected command just runs. Once a checkpoint, metrics or a result exist,
+        a different config is refused, since resuming would mix two computations.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
-        if self.config_path.exists():
-            old = self.load_config()
-            if old.to_dict() != config.to_dict():
-                diff = {k: (v, config.to_dict()[k]) for k, v in old.to_dict().items() if config.to_dict()[k] != v}
-                raise ValueError(f"run directory {self.path} holds a different config (differs in {diff}); "
-                                 f"use a new directory or the same config to resume")
-        else:
-            self._write_atomic(self.config_path, lambda p: p.write_text(json.dumps(config.to_dict(), indent=2)))
+        new = config.to_dict()
+        if self.config_path.exists() and self.has_trained_state():
+            old = self.load_config().to_dict()
+            if old != new:
+                diff = {k: (v, new[k]) for k, v in old.items() if new[k] != v}
+                raise ValueError(f"run directory {self.path} holds trained state of a different config (stored vs "
+                                 f"given: {diff}); re-run with the stored settings to resume it, or pass a new --out "
+                                 f"(or delete {self.path}) to train this config")
+        elif not self.config_path.exists() or self._stored_config_dict() != new:
+            self._write_atomic(self.config_path, lambda p: p.write_text(json.dumps(new, indent=2)))
         if environment:
             self.write_environment(environment_info(config.device))
 
@@ -224,17 +282,63 @@ class RunDir:
         return int(self.load_checkpoint()["epoch"]) >= self.load_config().epochs
 
     def load_config(self) -> TrainConfig:
+        """The stored ``TrainConfig``; a damaged or invalid ``config.json`` is a ValueError naming it and the fix."""
         if not self.config_path.exists():
             raise FileNotFoundError(f"no config.json in {self.path}: not a run directory")
-        return TrainConfig.from_dict(json.loads(self.config_path.read_text()))
+        try:
+            data = json.loads(self.config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{self.config_path} is damaged (not valid JSON: {exc}); {self._config_fix()}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{self.config_path} is damaged (a JSON {type(data).__name__}, not an object of "
+                             f"TrainConfig fields); {self._config_fix()}")
+        try:
+            return TrainConfig.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{self.config_path} is not a valid run config ({exc}); {self._config_fix()}") from None
+
+    def _stored_config_dict(self) -> dict | None:
+        try:
+            return self.load_config().to_dict()
+        except ValueError:
+            return None
+
+    def _config_fix(self) -> str:
+        if self.checkpoint_path.exists():
+            return (f"restore it from the copy in {self.checkpoint_path} (its 'config' entry), or delete {self.path} "
+                    "and re-run the training command to train from scratch")
+        if self.result_path.exists():
+            return "restore it from a copy (result.json keeps the results, not the config)"
+        return f"delete {self.path} (nothing was trained in it) and re-run the training command"
 
     def save_checkpoint(self, state: dict) -> None:
         self._write_atomic(self.checkpoint_path, lambda p: torch.save(state, p))
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict | None:
+        """The checkpoint (None if there is none); a damaged file is a ValueError naming it and the fix.
+
+        A CUDA ``map_location`` on a machine without CUDA is refused first (``check_device``), so
+        that torch's deserialisation error is never mistaken for a damaged file.
+        """
         if not self.checkpoint_path.exists():
             return None
-        return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+        if isinstance(map_location, (str, torch.device)):
+            check_device(map_location)
+        try:
+            return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+            if isinstance(exc, RuntimeError) and _zip_intact(self.checkpoint_path):
+                raise  # an intact file (CUDA out of memory, ...): never advise deleting it
+            # torch's first sentence says what is wrong; the rest is a paragraph of generic advice.
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+            if self.result_path.exists():
+                fix = (f"the run's results (result.json, metrics.csv) are intact; to get its weights back delete "
+                       f"{self.checkpoint_path} and {self.result_path} and re-run the training command (it trains "
+                       "again from scratch)")
+            else:
+                fix = ("delete it and re-run the training command to train the run again from scratch (no other "
+                       "copy of the weights exists)")
+            raise ValueError(f"checkpoint {self.checkpoint_path} is damaged ({why}); {fix}") from None
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_path.exists():
@@ -250,6 +354,15 @@ class RunDir:
                 w.writerows(rows)
 
         self._write_atomic(self.metrics_path, write)
+
+
+def _zip_intact(path: Path) -> bool:
+    """True if ``path`` is a zip archive (torch.save's format) whose every member passes its CRC check."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
 
 
 def _float(text: str) -> float:

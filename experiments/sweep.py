@@ -30,8 +30,12 @@ JSON of the config (``canonical_config``), so the same config gets the same id o
 and in every session, and two sweeps that share a run share its directory. The hash leaves out
 ``EXECUTION_FIELDS`` (where and how fast a run executes: ``device``, ``compile``,
 ``compile_mode``, ``channels_last``, ``deterministic``, ``eval_batch_size``; they change the
-numbers by floating-point rounding at most), so a run started on the CPU and finished on a GPU is
-one run; the device each session used is in the run's ``environment.json``. It also leaves out
+numbers by floating-point rounding at most); the device each session used is in the run's
+``environment.json``. A CPU run is the exception: its thread count (``threads``, ``CPU_THREADS``
+unless the file sets it) and torch's CPU kernel set (``numeric_environment``, e.g.
+``cpu-AVX512-t1``) enter its hash, because a training run amplifies their rounding into different
+accuracies; a store made on one CPU is therefore not reused on a CPU with other kernels. Give a GPU
+sweep's device in its file (``base.device = "cuda"``): ``--device`` only moves runs, ids stay. It also leaves out
 fields at their TrainConfig default: adding a field with a default to TrainConfig keeps every
 existing id. A stored config that disagrees with the expected one (a changed default) is refused,
 never mixed into the table.
@@ -55,17 +59,24 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from analysis.validation import check_int
+from experiments.provenance import numeric_environment
 from experiments.rundir import RunDir, TrainConfig
 from experiments.train import train
 
 __all__ = [
     "SweepSpec", "ModelSpec", "RunSpec", "SweepConfigError", "SweepFailed", "load_sweep", "expand",
-    "run_id_for", "canonical_config", "run_sweep", "results_table", "run_status", "summarize",
+    "run_id_for", "canonical_config", "run_sweep", "train_runs", "results_table", "run_status", "summarize",
     "paired_differences", "grid_column", "shipped_configs", "CONFIG_DIR", "EXECUTION_FIELDS",
     "LOADING_OPTIONS", "LOCATION_OPTIONS", "DEFAULT_STORE", "add_subcommand",
 ]
 
+# torch threads of a sweep's CPU runs unless its config sets ``threads``: fixed, so that the numbers
+# do not depend on --workers or the core count (1 vs 2 threads moved a run's test accuracy from 42%
+# to 20% in one probe), and one because small CPU models gain nothing from a second thread: workers
+# use the cores instead.
+CPU_THREADS = 1
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+ACCURACY_METRICS = ("acc", "test_acc")  # stored as fractions; paired_differences gives them in points
 DEFAULT_STORE = Path("runs")
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
 # How fast (not what) a run computes: the same numbers up to floating-point rounding. bf16
@@ -397,6 +408,10 @@ def canonical_config(config: TrainConfig) -> dict:
                 and type(_canonical_value(default, is_float)) is type(value):
             continue
         out[name] = value
+    if values.get("threads") is not None and str(values["device"]).split(":")[0] == "cpu":
+        # A CPU run's numbers depend on torch's kernel set as well as its thread count: the same
+        # config on an AVX2 and an AVX512 machine is two results, so two ids.
+        out["numeric_environment"] = numeric_environment("cpu", values["threads"])
     if "dataset_options" in out:
         drop = LOADING_OPTIONS | LOCATION_OPTIONS.get(config.dataset, frozenset())
         out["dataset_options"] = {k: v for k, v in out["dataset_options"].items() if k not in drop}
@@ -435,6 +450,8 @@ def _expand(spec: SweepSpec, where: str) -> list[RunSpec]:
                         fields[head][option] = v
                     else:
                         fields[k] = v
+                if fields.get("threads") is None and str(fields.get("device", "cpu")).split(":")[0] == "cpu":
+                    fields["threads"] = CPU_THREADS
                 try:
                     config = TrainConfig.from_dict(fields)
                 except (TypeError, ValueError) as exc:
@@ -578,7 +595,8 @@ def paired_differences(df: pd.DataFrame, block: str, baseline: str, metric: str 
     Runs are paired on seed and every ``grid.*`` column (same seed: same initialisation stream and
     batch order, so the pairing removes the seed-to-seed noise both share). Columns: seed, grid
     columns, block, baseline, metric, block_value, baseline_value, difference. Only pairs where both
-    runs finished appear.
+    runs finished appear. Accuracies (``ACCURACY_METRICS``) come in percentage points (x100: the
+    unit ``experiments.empirical.paired_stats`` reports), other metrics in their own units.
     """
     _check_columns(df, ["run_id", "epoch", "label", "seed"], "column(s)")
     _check_columns(df, [metric], "metric")
@@ -599,6 +617,8 @@ def paired_differences(df: pd.DataFrame, block: str, baseline: str, metric: str 
     pairs.insert(len(keys), "block", block)
     pairs.insert(len(keys) + 1, "baseline", baseline)
     pairs.insert(len(keys) + 2, "metric", metric)
+    if metric in ACCURACY_METRICS:
+        pairs[["block_value", "baseline_value"]] *= 100.0
     pairs["difference"] = pairs["block_value"] - pairs["baseline_value"]
     return pairs.reset_index(drop=True)
 
@@ -680,7 +700,7 @@ def _train_one(config: TrainConfig, run_dir: Path, data_cache: dict, data, progr
                 from experiments.data import load_dataset
 
                 data_cache.clear()  # one dataset in memory at a time (CIFAR-10 is 184 MB as uint8)
-                data_cache[key] = load_dataset(config.dataset, **config.dataset_options)
+                data_cache[key] = load_dataset(config.dataset, show_progress=progress, **config.dataset_options)
             data = data_cache[key]
         train(config, run_dir, progress=progress, data=data, max_epochs_this_call=max_epochs)
         return None
@@ -693,11 +713,56 @@ def _train_one(config: TrainConfig, run_dir: Path, data_cache: dict, data, progr
 _WORKER: dict = {}
 
 
-def _worker_init(threads: int, data) -> None:
+def _worker_init(threads: int, data, parent_pid: int | None = None) -> None:
+    import signal
+
     import torch
 
+    # Ctrl-C reaches the whole process group; the sweep process alone handles it (it stops the
+    # workers, _run_pool), so the workers print no tracebacks of their own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     torch.set_num_threads(threads)
     _WORKER.update(data=data, cache={})
+
+
+# Seconds between the watchdog's looks at the parent (the fallback where prctl is missing).
+_PARENT_POLL_SECONDS = 0.5
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker as soon as the sweep process ``parent_pid`` dies, even by ``kill -9``.
+
+    Otherwise an orphaned worker finishes its run and then waits forever for work (it holds a write
+    end of its own task queue, so it never sees EOF). Linux: the kernel sends SIGKILL when the parent
+    dies (prctl PR_SET_PDEATHSIG). Everywhere, and as a backstop (that signal follows the parent
+    *thread* that spawned the worker): a daemon thread that exits once this process's parent is no
+    longer ``parent_pid``. Killing is safe: checkpoints are written atomically, so the run resumes
+    from its last finished epoch.
+    """
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1  # <linux/prctl.h>
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no libc prctl (an odd libc): the watchdog below still ends the worker
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(_PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="sweep-parent-watchdog", daemon=True).start()
 
 
 def _worker_train(config_dict: dict, run_dir: str, max_epochs: int | None) -> str | None:
@@ -754,8 +819,34 @@ def run_sweep(spec: SweepSpec, store: Path | str = DEFAULT_STORE, *, device: str
                              f"{spec.name!r}: {', '.join(spec.labels)}")
         selected = [r for r in runs if r.label in only]
 
-    todo = []
-    for run in selected:
+    failures: dict[str, str] = {}
+    try:
+        failures = train_runs(selected, store, workers=workers, progress=progress, data=data,
+                              max_epochs_this_call=max_epochs_this_call, desc=f"sweep {spec.name}")
+    finally:
+        table = results_table(spec, store)
+        _write_outputs(spec, store, table, runs)
+    if failures:
+        raise SweepFailed(failures, table)
+    return table
+
+
+def train_runs(runs: Sequence[RunSpec], store: Path | str, *, workers: int = 1, progress: bool = True, data=None,
+               max_epochs_this_call: int | None = None, desc: str = "train") -> dict[str, str]:
+    """Train the unfinished ``runs`` (of one sweep or several) into ``store``; return ``{run_id: error}``.
+
+    What ``run_sweep`` does for its runs, without the sweep's tables: finished runs are skipped,
+    the others resume; ``workers`` > 1 trains them in one pool of spawned processes (so runs of
+    several sweeps share it, as the audit's checks do). A run that raises is recorded in its
+    directory's ``error.txt`` and the others go on.
+    """
+    workers = check_int("workers", workers, min_value=1)
+    store = Path(store)
+    todo, seen = [], set()
+    for run in runs:
+        if run.run_id in seen:
+            continue
+        seen.add(run.run_id)
         rd = RunDir(_run_dir(store, run))
         stored = _check_stored_config(rd, run)
         if _progress_of(rd, run.config)[1]:
@@ -768,7 +859,7 @@ def run_sweep(spec: SweepSpec, store: Path | str = DEFAULT_STORE, *, device: str
             os.replace(tmp, rd.config_path)
         todo.append(run)
     if progress:
-        print(f"{len(selected) - len(todo)} of {len(selected)} runs already done")
+        print(f"{len(seen) - len(todo)} of {len(seen)} runs already done")
     if todo:
         _check_devices(todo)
 
@@ -777,7 +868,7 @@ def run_sweep(spec: SweepSpec, store: Path | str = DEFAULT_STORE, *, device: str
     if progress and todo:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run")
+        bar = tqdm(total=len(todo), desc=desc, unit="run")
     try:
         if workers == 1 or len(todo) <= 1:
             cache: dict = {}
@@ -794,11 +885,7 @@ def run_sweep(spec: SweepSpec, store: Path | str = DEFAULT_STORE, *, device: str
     finally:
         if bar is not None:
             bar.close()
-        table = results_table(spec, store)
-        _write_outputs(spec, store, table, runs)
-    if failures:
-        raise SweepFailed(failures, table)
-    return table
+    return failures
 
 
 def _run_pool(todo: list[RunSpec], store: Path, workers: int, data, max_epochs: int | None,
@@ -815,29 +902,35 @@ def _run_pool(todo: list[RunSpec], store: Path, workers: int, data, max_epochs: 
         from experiments.data import load_dataset
 
         config = todo[0].config
-        data = load_dataset(config.dataset, **config.dataset_options)
+        data = load_dataset(config.dataset, show_progress=bar is not None, **config.dataset_options)
     # spawn, not fork: a forked child of a process that has used CUDA (or torch's thread pools) can hang.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init,
-                             initargs=(threads, data)) as pool:
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init,
+                               initargs=(threads, data, os.getpid()))
+    interrupted = False
+    try:
         futures = {pool.submit(_worker_train, r.config.to_dict(), str(_run_dir(store, r)), max_epochs): r
                    for r in todo}
-        try:
-            for fut in as_completed(futures):
-                run = futures[fut]
-                try:
-                    err = fut.result()
-                except Exception as exc:  # noqa: BLE001 - a worker that died (BrokenProcessPool)
-                    err = _record_error(_run_dir(store, run), exc)
-                if err is not None:
-                    failures[run.run_id] = err
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(run.run_id)
-        except KeyboardInterrupt:
-            for fut in futures:
-                fut.cancel()
-            raise
+        for fut in as_completed(futures):
+            run = futures[fut]
+            try:
+                err = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a worker that died (BrokenProcessPool)
+                err = _record_error(_run_dir(store, run), exc)
+            if err is not None:
+                failures[run.run_id] = err
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(run.run_id)
+    except KeyboardInterrupt:
+        # Stop the workers now rather than after their current runs (which may take hours): each
+        # run resumes from its last checkpoint, written atomically, so nothing finished is lost.
+        interrupted = True
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 
 # --- command line ---------------------------------------------------------------------------------

@@ -51,10 +51,12 @@ from analysis.models import build_model
 from analysis.numerics import FP16_MAX  # 65504: larger values overflow to inf in float16
 from experiments.data import ImageDataset, iterate_batches, load_dataset
 from experiments.distributed import DistContext, all_reduce_min, all_reduce_sum, convert_batchnorm
-from experiments.rundir import SCHEDULES, RunDir, TrainConfig, environment_info
+from experiments.provenance import provenance
+from experiments.rundir import SCHEDULES, RunDir, TrainConfig, check_device, environment_info
 
 __all__ = ["train", "load_run", "lr_at_epoch", "lr_at_step", "steps_per_epoch", "evaluate", "parameter_groups",
-           "make_optimizer", "Trainer", "add_subcommand", "TrainResult", "CHECK_EVERY", "NonFiniteLoss", "FP16_MAX"]
+           "make_optimizer", "Trainer", "add_subcommand", "TrainResult", "CHECK_EVERY", "NonFiniteLoss", "FP16_MAX",
+           "check_trainable", "config_from_args"]
 
 # Steps between reads of the device-side accumulators (progress bar, non-finite flag): one host
 # sync per CHECK_EVERY steps instead of one per step.
@@ -186,15 +188,43 @@ def make_optimizer(model: nn.Module, config: TrainConfig, fused: bool | None = N
 
 
 def _check_device(device: torch.device) -> None:
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} was requested but torch.cuda.is_available() is False "
-                             f"(torch {torch.__version__}); use device 'cpu' (blockaudit: --device cpu)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s), "
-                             f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    elif device.type != "cpu":
-        raise ValueError(f"device {str(device)!r} is not supported; valid devices: 'cpu', 'cuda', 'cuda:N'")
+    check_device(device)  # experiments.rundir: the one check, shared with checkpoint loading and the analyses
+
+
+def check_trainable(config: TrainConfig) -> None:
+    """Refuse a config whose model cannot be built, before anything is written (``train`` calls it first).
+
+    The model is built once on the CPU (well under a second for every registered model; under
+    ``fork_rng``, so the caller's RNG state is untouched): a misspelt option name or a bad option
+    value is a ValueError naming it and the model's valid options with their defaults.
+    """
+    import inspect
+
+    from analysis.models import list_models, model_info
+
+    if config.model not in list_models():
+        raise ValueError(f"unknown model {config.model!r}; registered models: {', '.join(list_models())} "
+                         "(`blockaudit models` describes them)")
+    defaults = model_info(config.model).defaults()
+    valid = ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in defaults.items()) or "none"
+    unknown = sorted(set(config.model_options) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for model {config.model!r}; valid "
+                         f"options (with defaults): {valid}; pass them as --option KEY=VALUE")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            build_model(config.model, **config.model_options)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model {config.model!r} cannot be built with options {config.model_options} ({exc}); "
+                         f"valid options (with defaults): {valid}") from None
+
+
+def _load_data(config: TrainConfig, progress: bool) -> ImageDataset:
+    """``config``'s dataset; a bad dataset option is a ValueError (``load_dataset`` says which and the valid ones)."""
+    try:
+        return load_dataset(config.dataset, show_progress=progress, **config.dataset_options)
+    except TypeError as exc:  # unknown/missing option names, or an option of the wrong type
+        raise ValueError(f"{exc} (blockaudit: --data-option KEY=VALUE)") from None
 
 
 _CPU_AUTOCAST_ERROR: dict[str, str] = {}  # per precision, filled once: "" if it trains on this CPU, else why not
@@ -256,6 +286,36 @@ def _kernel_flags(deterministic: bool, device: torch.device):
         cudnn.deterministic, cudnn.benchmark = before[2], before[3]
 
 
+def _perturb_weights(net: nn.Module, ulps: int, seed: int) -> None:
+    """Scale every initial weight by 1 +- ulps * 2^-23 (signs at random): float noise at its source.
+
+    A rounding-size difference in every parameter, as another machine's kernels make in every
+    result; a shift of the inputs would not do, since the first BatchNorm subtracts it. The signs
+    come from a generator of their own, so the run's global random stream (data order,
+    augmentation, dropout) is the unperturbed run's.
+    """
+    gen = torch.Generator().manual_seed(0x5EED + seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.is_floating_point():
+                signs = torch.randint(0, 2, p.shape, generator=gen).to(p.device, p.dtype) * 2 - 1
+                p.mul_(1.0 + ulps * 2.0 ** -23 * signs)
+
+
+@contextlib.contextmanager
+def _cpu_threads(threads: int | None, device: torch.device):
+    """``config.threads`` torch threads for a CPU run (restored afterwards); other devices untouched."""
+    if threads is None or device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -312,6 +372,8 @@ class Trainer:
         self.channels_last = config.channels_last and self.device.type == "cuda"
         torch.manual_seed(config.seed)
         net = build_model(config.model, num_classes=num_classes, **config.model_options).to(self.device)
+        if config.perturb_ulps:
+            _perturb_weights(net, config.perturb_ulps, config.seed)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         if self.dist.enabled:
@@ -608,8 +670,15 @@ def train(config: TrainConfig, run_dir: Path | str, *, progress: bool = True,
     dist = dist if dist is not None else DistContext.from_env()
     device = dist.device(config.device)
     rd = RunDir(run_dir)
-    if dist.enabled:
-        _check_device(device)  # before joining: NCCL on a machine without CUDA fails obscurely
+    if not rd.result_path.exists():
+        # What can fail without training fails here, before the run directory is written (a typo
+        # must not leave a config.json behind) and before joining a process group (NCCL on a
+        # machine without CUDA fails obscurely).
+        _check_device(device)
+        _check_precision(config.precision, device)
+        check_trainable(config)
+        if data is None:
+            data = _load_data(config, progress and dist.is_main)
     started = dist.start(device) if dist.enabled else False
     try:
         error = None
@@ -623,7 +692,7 @@ def train(config: TrainConfig, run_dir: Path | str, *, progress: bool = True,
             raise ValueError(error)
         if rd.result_path.exists():
             return TrainResult(epochs_run=0, finished=True, metrics=rd.read_metrics())
-        with _kernel_flags(config.deterministic, device):
+        with _kernel_flags(config.deterministic, device), _cpu_threads(config.threads, device):
             return _train(config, rd, device, dist, progress, max_epochs_this_call, data)
     finally:
         if started:
@@ -638,7 +707,7 @@ def _train(config, rd: RunDir, device, dist: DistContext, progress, max_epochs_t
     ckpt = rd.load_checkpoint(map_location="cpu")
     if ckpt is not None and ckpt["epoch"] >= config.epochs:
         return TrainResult(epochs_run=0, finished=True, metrics=ckpt["metrics"])
-    data = data if data is not None else load_dataset(config.dataset, **config.dataset_options)
+    data = data if data is not None else _load_data(config, progress and dist.is_main)
     if data.device != device:
         data = data.to(device)
     if dist.is_main:
@@ -727,6 +796,9 @@ def _result(config: TrainConfig, metrics: list[dict], trainer: Trainer, device: 
         # on_nonfinite="stop": the run ended early at a non-finite loss (step, layer, advice); else null.
         "nonfinite": stopped,
         "epochs_completed": metrics[-1]["epoch"] if metrics else 0,
+        # The commit, packages and machine of the call that finished the run (environment.json
+        # has the latest call's; a run resumed elsewhere differs between the two).
+        "provenance": provenance(str(device)),
     }
 
 
@@ -755,11 +827,11 @@ def _num_classes_from_state(state: dict) -> int:
 
 # --- command line -----------------------------------------------------------------------------
 
-def _parse_option(text: str) -> tuple[str, object]:
+def _parse_option(text: str, flag: str = "--option") -> tuple[str, object]:
     import json
 
     if "=" not in text:
-        raise ValueError(f"--option must look like KEY=VALUE; got {text!r}")
+        raise ValueError(f"{flag} must look like KEY=VALUE; got {text!r}")
     key, value = text.split("=", 1)
     try:
         return key, json.loads(value)
@@ -768,67 +840,108 @@ def _parse_option(text: str) -> tuple[str, object]:
 
 
 def _parse_seeds(text: str) -> list[int]:
-    import argparse
-
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--seeds must be comma-separated non-negative integers such as 0,1,2; got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"--seeds must list distinct non-negative integers such as 0,1,2; got {text!r}")
+    """``--seeds`` text -> distinct non-negative seeds; a ValueError names the text and the bad item."""
+    example = "write distinct integers >= 0 separated by commas, e.g. --seeds 0,1,2"
+    seeds: list[int] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            raise ValueError(f"--seeds {text!r} has an empty item; {example}")
+        try:
+            seed = int(item)
+        except ValueError:
+            raise ValueError(f"--seeds {text!r}: {item!r} is not an integer; {example}") from None
+        if seed < 0:
+            raise ValueError(f"--seeds {text!r}: seed {seed} is negative; {example}")
+        if seed in seeds:
+            raise ValueError(f"--seeds {text!r} lists seed {seed} twice (it would be the same run); {example}")
+        seeds.append(seed)
     return seeds
 
 
+def _parse_milestones(text: str) -> tuple[int, ...]:
+    import argparse
+
+    try:
+        return tuple(int(m) for m in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated epochs such as 60,120,160; got {text!r}") from None
+
+
+def _train_defaults() -> dict:
+    """``TrainConfig``'s field defaults: the CLI's defaults, so a command and a sweep with the same settings agree."""
+    import dataclasses
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+
 def add_subcommand(subparsers) -> None:
+    from experiments.rundir import COMPILE_MODES, ON_NONFINITE, PAD_MODES, PRECISIONS
+
+    d = _train_defaults()
     p = subparsers.add_parser(
         "train", help="train a registered model into a run directory (CPU or GPU; torchrun for several)",
         description="Train MODEL; re-running the same command resumes or does nothing. Under "
-                    "`torchrun --nproc_per_node N` the same command trains data-parallel.")
-    p.add_argument("model", metavar="MODEL", help="registered model name (see analysis.models.list_models())")
-    p.add_argument("--data", default="digits", help="dataset name (default: %(default)s)")
+                    "`torchrun --nproc_per_node N` the same command trains data-parallel. Defaults are "
+                    "TrainConfig's (experiments/rundir.py), the same as a sweep file's.")
+    p.add_argument("model", metavar="MODEL", help="registered model name (see `blockaudit models`)")
+    p.add_argument("--data", default=d["dataset"], help="dataset name (default: %(default)s)")
     p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
                    help="dataset option, e.g. n_train=2000, root=DIR (cifar10), path=FILE.zip (cifar10_jpeg), "
                         "cache_dir=DIR (repeatable)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. width=8 (repeatable)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs (default: %(default)s)")
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=0, help="one run, written to --out (default: %(default)s)")
-    seeds.add_argument("--seeds", type=_parse_seeds, metavar="S1,S2,...",
-                       help="one run per seed, written to OUT/seed<S>/")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--schedule", choices=SCHEDULES, default="cosine",
-                   help="per-epoch step/cosine, or per-step onecycle (default: %(default)s)")
-    p.add_argument("--warmup-fraction", type=float, default=0.2,
+    seeds.add_argument("--seed", type=int, default=d["seed"], help="one run, written to --out (default: %(default)s)")
+    seeds.add_argument("--seeds", metavar="S1,S2,...", help="one run per seed, written to OUT/seed<S>/")
+    p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="training batch size (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"],
+                   help="SGD weight decay (default: %(default)s)")
+    p.add_argument("--momentum", type=float, default=d["momentum"],
+                   help="SGD (Nesterov) momentum (default: %(default)s)")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"],
+                   help="per-epoch step (x gamma at each milestone) or cosine, or per-step onecycle "
+                        "(default: %(default)s)")
+    p.add_argument("--milestones", type=_parse_milestones, default=d["milestones"], metavar="E1,E2,...",
+                   help="step schedule: epochs at which the lr is multiplied by --gamma (default: "
+                        f"{','.join(map(str, d['milestones']))})")
+    p.add_argument("--gamma", type=float, default=d["gamma"],
+                   help="step schedule: lr factor at each milestone (default: %(default)s)")
+    p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"],
                    help="onecycle: share of all steps spent warming up (default: %(default)s)")
-    p.add_argument("--label-smoothing", type=float, default=0.0,
+    p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"],
                    help="label smoothing of the training loss, in [0, 1) (default: %(default)s)")
-    p.add_argument("--augment", action="store_true", help="random crop after padding by 4 + horizontal flip")
-    p.add_argument("--pad-mode", choices=("reflect", "zero"), default="reflect",
+    p.add_argument("--augment", action="store_true", default=d["augment"],
+                   help="random crop after padding by 4 + horizontal flip")
+    p.add_argument("--pad-mode", choices=PAD_MODES, default=d["pad_mode"],
                    help="padding of the augmentation's crop (default: %(default)s)")
+    # "auto" rather than TrainConfig's "cpu": where a run executes changes its numbers by rounding
+    # only (sweep run ids leave the device out), and a GPU should not sit idle by default.
     p.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N, or auto = cuda if available (default: %(default)s)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default=d["precision"],
                    help="bf16/fp16 train and evaluate under that autocast; fp16 with loss scaling "
                         "(default: %(default)s)")
-    p.add_argument("--on-nonfinite", choices=("raise", "stop"), default="raise",
-                   help="a non-finite training loss: raise an error (default), or stop the run as finished "
-                        "with the diagnosis in result.json")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convs on GPUs)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--compile-mode", default="default",
-                   choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))
-    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on GPU)")
-    p.add_argument("--eval-every", type=int, default=1,
+    p.add_argument("--on-nonfinite", choices=ON_NONFINITE, default=d["on_nonfinite"],
+                   help="a non-finite training loss: raise an error, or stop the run as finished with the "
+                        "diagnosis in result.json (default: %(default)s)")
+    p.add_argument("--channels-last", action="store_true", default=d["channels_last"],
+                   help="NHWC memory format (faster convs on GPUs)")
+    p.add_argument("--compile", action="store_true", default=d["compile"], help="torch.compile the model")
+    p.add_argument("--compile-mode", default=d["compile_mode"], choices=COMPILE_MODES,
+                   help="torch.compile mode (default: %(default)s)")
+    p.add_argument("--deterministic", action="store_true", default=d["deterministic"],
+                   help="deterministic kernels (slower on GPU)")
+    p.add_argument("--eval-every", type=int, default=d["eval_every"],
                    help="evaluate every N epochs; the last epoch always (default: %(default)s)")
-    p.add_argument("--eval-batch-size", type=int, default=512)
-    p.add_argument("--drop-last", action="store_true", help="drop each epoch's last incomplete batch")
+    p.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"],
+                   help="evaluation batch size (default: %(default)s)")
+    p.add_argument("--drop-last", action="store_true", default=d["drop_last"],
+                   help="drop each epoch's last incomplete batch")
     p.add_argument("--out", type=Path, required=True, help="run directory (with --seeds: the parent of seed<S>/)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (training and data decoding)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -838,24 +951,32 @@ def _resolve_device(text: str) -> str:
     return text
 
 
-def _cmd_train(args) -> int:
-    config = TrainConfig(
+def config_from_args(args) -> TrainConfig:
+    """The ``TrainConfig`` of parsed ``blockaudit train`` arguments (``--seeds`` aside)."""
+    return TrainConfig(
         model=args.model, dataset=args.data,
-        model_options=dict(_parse_option(o) for o in args.option),
-        dataset_options=dict(_parse_option(o) for o in args.data_option),
+        model_options=dict(_parse_option(o, "--option") for o in args.option),
+        dataset_options=dict(_parse_option(o, "--data-option") for o in args.data_option),
         seed=args.seed, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        weight_decay=args.weight_decay, momentum=args.momentum, schedule=args.schedule, augment=args.augment,
+        weight_decay=args.weight_decay, momentum=args.momentum, schedule=args.schedule,
+        milestones=args.milestones, gamma=args.gamma, augment=args.augment,
         label_smoothing=args.label_smoothing, warmup_fraction=args.warmup_fraction, pad_mode=args.pad_mode,
         device=_resolve_device(args.device), precision=args.precision, channels_last=args.channels_last,
         compile=args.compile, compile_mode=args.compile_mode, deterministic=args.deterministic,
         eval_every=args.eval_every, eval_batch_size=args.eval_batch_size, drop_last=args.drop_last,
         on_nonfinite=args.on_nonfinite)
+
+
+def _cmd_train(args) -> int:
+    seed_list = _parse_seeds(args.seeds) if args.seeds is not None else None
+    config = config_from_args(args)
     dist = DistContext.from_env()
-    runs = [(config, args.out)] if args.seeds is None else [
-        (replace(config, seed=s), args.out / f"seed{s}") for s in args.seeds]
+    runs = [(config, args.out)] if seed_list is None else [
+        (replace(config, seed=s), args.out / f"seed{s}") for s in seed_list]
     data = None
     if len(runs) > 1:  # one load for every seed (the dataset does not depend on the training seed)
-        data = load_dataset(config.dataset, **config.dataset_options)
+        check_trainable(config)  # before the load: a typo fails in a second
+        data = _load_data(config, not args.no_progress and dist.is_main)
     for cfg, out in runs:
         result = train(cfg, out, progress=not args.no_progress, data=data, dist=dist)
         if not dist.is_main:

@@ -29,7 +29,7 @@ def _mark(store, ids, label, seeds, nonfinite=True, peak=None):
 @pytest.mark.parametrize("plain_bad, tanh_bad, expected", [
     ({1}, set(), "holds"),          # overflow only without the tanh: what the paper reports
     ({1}, {0}, "fails"),            # the tanh did not prevent it
-    (set(), {2}, "fails"),
+    (set(), {1}, "fails"),
     (set(), set(), "inconclusive"),  # nothing overflowed: "might overflow" is neither shown nor refuted
 ])
 def test_verdict_follows_which_runs_overflowed(tmp_path, plain_bad, tanh_bad, expected):
@@ -39,7 +39,7 @@ def test_verdict_follows_which_runs_overflowed(tmp_path, plain_bad, tanh_bad, ex
     out = verdict_from_store(CHECK, "quick", tmp_path)
     assert out.status == expected, out.evidence
     for label, bad in (("newton_plain", plain_bad), ("newton_tanh", tanh_bad)):
-        said = f"{len(bad)} of 3 runs hit a non-finite loss" if bad else "0 of 3 runs overflowed"
+        said = f"{len(bad)} of 2 runs hit a non-finite loss" if bad else "0 of 2 runs overflowed"  # seeds 0, 1
         assert f"{label}: {said}" in out.evidence
     assert "largest |N1(s)*f| 1.23e+03 (1.9% of 65504)" in out.evidence
     assert out.details["fp16"]["overflowed"] == {"newton_plain": len(plain_bad), "newton_tanh": len(tanh_bad)}
@@ -65,7 +65,7 @@ def test_tiny_fp16_check_trains_writes_peaks_and_judges(tmp_path):
     sweep["models"] = [{**m, "options": {**m["options"], "width": 2}} for m in sweep["models"]]
     tiny = dataclasses.replace(CHECK, quick=dataclasses.replace(CHECK.quick, sweep=sweep))
     out = run_empirical(tiny, "quick", tmp_path, progress=False, log=lambda *_: None)
-    assert out.status in ("holds", "fails", "inconclusive") and len(out.runs) == 6
+    assert out.status in ("holds", "fails", "inconclusive") and len(out.runs) == 4  # 2 models x seeds 0, 1
     for run_id in out.runs:
         rd = tmp_path / "runs" / run_id
         assert json.loads((rd / "config.json").read_text())["precision"] == "fp16"

@@ -117,7 +117,7 @@ def test_missing_run_dir_is_named(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--points", "0"], "--points must be >= 1.*grid of size 0"),
+    (["--points", "0"], r"--points must be >= 2 \(grid points per axis.*got 0"),
     (["--range", "0"], "--range"),
     (["--samples", "0"], "--samples"),
 ])

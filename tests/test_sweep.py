@@ -4,7 +4,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -226,7 +228,12 @@ def test_summarize_takes_final_epochs_of_finished_runs():
 def test_paired_differences_match_seeds():
     d = paired_differences(_table(), "block", "base")
     assert d["seed"].tolist() == [0, 1, 2]
-    assert d["difference"].tolist() == pytest.approx([0.3, 0.05, -0.2])
+    # Accuracies come in percentage points, the unit paired_stats labels its input with: chained,
+    # they report +30 pts for 0.8 vs 0.5, not +0.3.
+    assert d["difference"].tolist() == pytest.approx([30.0, 5.0, -20.0])
+    assert d["block_value"].tolist() == pytest.approx([80.0, 60.0, 70.0])
+    from experiments.empirical import paired_stats
+    assert paired_stats(d["difference"]).text().startswith("+5.00 pts")
     assert set(d["block"]) == {"block"} and set(d["baseline"]) == {"base"} and "grid.lr" in d
     with pytest.raises(ValueError, match="baseline label 'resnet' is not in the results table; labels: block, base"):
         paired_differences(_table(), "block", "resnet")
@@ -398,6 +405,73 @@ def test_shipped_digits_smoke_sweep_reproduces_a_model_by_seed_table(tmp_path):
     assert all(math.isfinite(v) for v in df["loss"])
     d = paired_differences(df, "a_resnest20", "resnest20")
     assert d["seed"].tolist() == [0, 1]
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process from /proc, or None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, ppid = text.rsplit(")", 1)[1].split()[:2]  # after "pid (comm)"; comm may hold spaces
+    return state, int(ppid)
+
+
+def _alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")  # a zombie has exited; only its entry is left
+
+
+def _spawned_workers(parent: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (_proc_stat(int(entry.name)) or ("", 0))[1] == parent:
+            try:
+                if b"spawn_main" in (entry / "cmdline").read_bytes():  # not the resource tracker
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.slow  # ~8 s: a sweep process and two spawned workers each import torch on 2 cores
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
+def test_workers_die_with_a_sweep_killed_by_sigkill(tmp_path):
+    """kill -9 of `blockaudit sweep --workers 2` ends its workers (they used to finish their runs and idle forever)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = _write(tmp_path, TINY_TOML.replace("epochs = 2", "epochs = 1000"))
+    store = tmp_path / "store"
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "sweep", str(path), "--store", str(store),
+                             "--workers", "2", "--only", "rn", "--no-progress"], cwd=repo,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        # Both workers training (their run directories written): their initializers have run.
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers = _spawned_workers(proc.pid)
+            if len(workers) == 2 and len(list(store.glob("runs/*/config.json"))) == 2:
+                break
+            time.sleep(0.1)
+        assert len(workers) == 2 and proc.poll() is None, f"sweep did not start two workers: {workers}"
+        proc.kill()
+        proc.wait()
+        # prctl(PR_SET_PDEATHSIG) kills them at once; the watchdog fallback polls every 0.5 s.
+        deadline = time.monotonic() + 5
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in workers if _alive(pid)], "workers outlived the killed sweep"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_cuda_without_a_gpu_is_refused_before_any_training(tmp_path, tiny_spec):

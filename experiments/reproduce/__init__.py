@@ -48,6 +48,20 @@ class Reproduction:
     run: Callable[..., ReproductionResult]
     full_config: Callable[[], Any] | None = None
 
+    def execute(self, config: Any, out_dir: Path | str, progress: bool = True) -> ReproductionResult:
+        """``run``, then ``OUT_DIR/provenance.json``: the config, commit, packages and machine behind the table."""
+        import dataclasses
+        import json
+
+        from experiments.provenance import provenance
+
+        result = self.run(config, Path(out_dir), progress=progress)
+        cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config)
+        path = Path(out_dir) / "provenance.json"
+        path.write_text(json.dumps(provenance("cpu", reproduction=self.name, config=cfg), indent=2, default=str) + "\n")
+        result.files.append(path)
+        return result
+
 
 def list_reproductions() -> list[str]:
     return list(_MODULES)

@@ -13,8 +13,16 @@ def test_landscape_benchmark_smoke_writes_tables(tmp_path):
     summary = json.loads((tmp_path / "landscape_speed.json").read_text())
     rows = {r["evaluator"]: r for r in summary["rows"]}
     auto = rows["ours auto float32 (eager)"]
-    # same directions and grid as the float32 vmap truth: agreement to float32 summation order
-    assert auto["status"] == "ok" and auto["engine_used"] == "sequential" and auto["max_rel_error"] < 1e-5
+    # Same directions and grid as the float32 vmap truth: agreement to float32 summation order. The
+    # noise floor is one the benchmark measured itself: the per-point reference evaluator's error
+    # against the same truth (the same function in another summation order), at least float32 eps.
+    # On 5 emulated CPUs (AVX512, AVX2 and no-SIMD ATen kernels, oneDNN at AVX2, 1 and 2 threads) the
+    # auto engine's error was at most 1.4x that floor (1e-7 to 3e-7); 10x covers a worse rounding
+    # draw. Above 1e-4 the check could no longer tell float32 from a bfloat16/float16 path (~1e-3).
+    floor = max(rows["ours reference (sequential, eager float32)"]["max_rel_error"], 1.2e-7)
+    assert auto["status"] == "ok" and auto["engine_used"] == "sequential"
+    assert 10 * floor < 1e-4, f"noise floor {floor:.3g} too high to tell float32 from reduced precision"
+    assert auto["max_rel_error"] <= 10 * floor, (auto["max_rel_error"], floor)
     assert summary["eigenvalue"]["lanczos"]["matvecs"] == 3 and summary["eigenvalue"]["per_hvp_speedup"] > 0
     assert "per HVP" in (tmp_path / "landscape_speed.md").read_text()
 

@@ -98,7 +98,17 @@ def test_unit_forms(preactivation):
         assert unit.conv2.bias is None
 
 
-def test_shapes_train_eval_bf16_channels_last(batch):
+# channels_last vs contiguous float32: tolerance = this margin times the contiguous net's noise
+# floor (its output on inputs moved by 1-2 ulps and with another thread count,
+# conftest.measure_noise_floor), which must stay below the 1e-3 of the output scale that a lost
+# term or a wrong stride in a channels_last kernel would move it by. On 5 emulated CPUs (AVX512,
+# AVX2 and no-SIMD ATen kernels, oneDNN at AVX2, 1 and 2 threads) the layouts differed by at most
+# 0.5x the floor; 10x covers a worse rounding draw.
+_LAYOUT_MARGIN = 10.0
+_LAYOUT_FAULT = 1e-3
+
+
+def test_shapes_train_eval_bf16_channels_last(batch, noise_floor):
     torch.manual_seed(3)
     model = build_model("identity_resnet", num_classes=7, **TINY)
     with torch.no_grad():
@@ -110,8 +120,11 @@ def test_shapes_train_eval_bf16_channels_last(batch):
         assert low.dtype == torch.bfloat16
         # 8 mantissa bits through ~14 convs: well within 5% of the output scale (measured < 1%).
         assert _rel_err(low.float(), out) <= 0.05
+        floor = noise_floor(lambda r: model(batch * (1 + r)), _rel_err, at_least=1.2e-7)
+        tol = _LAYOUT_MARGIN * floor
+        assert tol < _LAYOUT_FAULT, f"noise floor {floor:.3g} too high to tell a wrong channels_last kernel"
         cl = model.to(memory_format=torch.channels_last)(batch.to(memory_format=torch.channels_last))
-        assert _rel_err(cl, out) <= 1e-5
+        assert _rel_err(cl, out) <= tol, (_rel_err(cl, out), floor)
 
 
 def test_activations_false_gives_an_affine_net(batch):

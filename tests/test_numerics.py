@@ -20,32 +20,52 @@ def _model(**options):
     return model.eval()
 
 
-def test_peaks_match_a_direct_computation_of_each_block():
+# Peaks in batches of 2 vs one batch of 5: the same float32 ops, but kernels chosen for another
+# batch size may round differently. Tolerance = this margin times the direct computation's noise
+# floor (on inputs moved by 1-2 ulps and with another thread count, conftest.measure_noise_floor);
+# a peak of the wrong block or of the wrong quantity (term vs product) is off by 1e-1 or more (the
+# 12 peaks here differ pairwise by >= 15%), far above the 1e-3 a tolerance may reach. On 5
+# emulated CPUs (AVX512, AVX2 and no-SIMD ATen kernels, oneDNN at AVX2, 1 and 2 threads) the batched
+# peaks differed by at most 0.6x the floor; 10x covers a worse rounding draw.
+_PEAK_MARGIN = 10.0
+_PEAK_FAULT = 1e-3
+
+
+def test_peaks_match_a_direct_computation_of_each_block(noise_floor):
     model = _model()
     x = torch.randn(5, 3, 8, 8)
     got = second_order_peaks(model, x, batch_size=2)  # batching must not change a max
-    # Recompute block by block with the block's own sub-modules.
-    expected, inputs = {}, {}
-    hooks = [b.register_forward_pre_hook(lambda m, i, n=n: inputs.__setitem__(n, i[0]))
-             for n, b in model.named_modules() if isinstance(b, NewtonBlock)]
-    with torch.no_grad():
-        model(x)
-    for hk in hooks:
-        hk.remove()
-    for name, b in model.named_modules():
-        if not isinstance(b, NewtonBlock):
-            continue
+
+    def direct(rel):
+        """Block by block with the block's own sub-modules: {block: {kind: peak}}."""
+        expected, inputs = {}, {}
+        hooks = [b.register_forward_pre_hook(lambda m, i, n=n: inputs.__setitem__(n, i[0]))
+                 for n, b in model.named_modules() if isinstance(b, NewtonBlock)]
         with torch.no_grad():
-            s, f = b.shortcut(inputs[name]), b.transformation(inputs[name])
-            product = b.n1(s) * f
-            expected[name] = {"product": float(product.abs().max()), "term": float(b.n2(product).abs().max()),
-                              "output": float(b(inputs[name]).abs().max())}
+            model(x * (1 + rel))
+        for hk in hooks:
+            hk.remove()
+        for name, b in model.named_modules():
+            if not isinstance(b, NewtonBlock):
+                continue
+            with torch.no_grad():
+                s, f = b.shortcut(inputs[name]), b.transformation(inputs[name])
+                product = b.n1(s) * f
+                expected[name] = {"product": float(product.abs().max()), "term": float(b.n2(product).abs().max()),
+                                  "output": float(b(inputs[name]).abs().max())}
+        return expected
+
+    def rel_gap(a, b):
+        return max(abs(a[n][k] / b[n][k] - 1) for n in a for k in a[n])
+
+    expected = direct(0.0)
+    floor = noise_floor(direct, rel_gap, at_least=1.2e-7)
+    tol = _PEAK_MARGIN * floor
+    assert tol < _PEAK_FAULT, f"noise floor {floor:.3g} too high to tell one peak from another"
     assert set(got["blocks"]) == set(expected) and len(expected) == 4
-    for name, kinds in expected.items():
-        for kind, value in kinds.items():
-            # Same float32 ops on the same inputs; only batch boundaries differ (max is exact).
-            assert got["blocks"][name][kind] == pytest.approx(value, rel=1e-5), (name, kind)
-    assert got["peak"]["product"] == max(v["product"] for v in expected.values())
+    gap = rel_gap(got["blocks"], expected)
+    assert gap <= tol, f"batched peaks differ by {gap:.3g}; noise floor {floor:.3g}, tolerance {tol:.3g}"
+    assert got["peak"]["product"] == max(v["product"] for v in got["blocks"].values())
     assert got["headroom"]["product"] == pytest.approx(FP16_MAX / got["peak"]["product"])
     assert got["samples"] == 5 and got["tanh"] == [] and model.training is False
 

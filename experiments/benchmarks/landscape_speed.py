@@ -299,6 +299,9 @@ def main(argv=None) -> dict:
                "best_forward_s": t_fwd, "best_forward_how": how, "rows": rows, "eigenvalue": eig,
                "loss_range": [float(np.nanmin(truth.loss)), float(np.nanmax(truth.loss))],
                "argv": argv}
+    from experiments.provenance import provenance
+
+    summary["provenance"] = provenance(str(args.device))  # commit, packages, machine, command
     (args.out / "landscape_speed.json").write_text(json.dumps(summary, indent=2))
     cols = ["evaluator", "status", "points", "seconds", "points_per_s", "efficiency", "max_rel_error",
             "ratio_vs_loss_landscapes", "reason"]

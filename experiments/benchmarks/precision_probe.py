@@ -88,6 +88,9 @@ def main(argv=None) -> int:
                "device": args.device, "torch": torch.__version__, "seconds": time.perf_counter() - t0,
                **summarize(losses, args.min_loss)}
     args.out.mkdir(parents=True, exist_ok=True)
+    from experiments.provenance import provenance
+
+    summary["provenance"] = provenance(str(args.device))  # commit, packages, machine, command
     (args.out / "precision_probe.json").write_text(json.dumps(summary, indent=2))
     np.savez_compressed(args.out / "precision_probe.npz", alphas=axis, **losses)
     for name, row in summary["precisions"].items():

@@ -377,6 +377,9 @@ def main(argv=None) -> int:
               "environment": env, "goals": {"images_per_s": GOAL_IMAGES_PER_S, "target_acc": GOAL_TARGET_ACC,
                                             "seconds_to_target": GOAL_SECONDS_TO_TARGET},
               "results": rows}
+    from experiments.provenance import provenance
+
+    report["provenance"] = provenance(str(device))  # commit, packages, machine, command
     (args.out / "train_speed.json").write_text(json.dumps(report, indent=2))
     with (args.out / "train_speed.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")

@@ -252,8 +252,11 @@ def main(argv=None) -> int:
     pd.DataFrame(rows).to_csv(args.out / "throughput.csv", index=False)
     if checks:
         pd.DataFrame(checks).to_csv(args.out / "compile_check.csv", index=False)
+    from experiments.provenance import provenance
+
     (args.out / "summary.json").write_text(json.dumps({"env": env, "throughput": rows, "ratios": ratio_summary(rows),
-                                                       "compile_check": checks}, indent=2))
+                                                       "compile_check": checks,
+                                                       "provenance": provenance(str(device))}, indent=2))
     (args.out / "README.md").write_text(_markdown(rows, checks, env))
     print(_markdown(rows, checks, env))
     return 0

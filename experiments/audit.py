@@ -267,8 +267,7 @@ def empirical_verdict(claim: Claim, profile: str, options: EmpiricalOptions, *, 
     try:
         out = run_empirical(check, profile, options.store, device=options.device, data_path=options.data,
                             workers=options.workers_for(profile), deadline=deadline, train=options.train,
-                            progress=progress,
-                            data_cache=data_cache, log=log)
+                            progress=progress, data_cache=data_cache, log=log)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
         # A missing dataset or a store holding other configs: reported on the claim, the audit goes on.
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -45,7 +45,6 @@ the block's own accuracy the same way. With 2 seeds ``t_{0.975, 1} = 12.7``: onl
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -592,8 +591,12 @@ def _check_label(check: EmpiricalCheck, profile: str) -> str:
 
 
 def verdict_from_store(check: EmpiricalCheck, profile: str, store: Path | str, data_path=None,
-                       artefact_notes: list[str] | None = None) -> EmpiricalOutcome:
-    """Judge ``check`` from the finished runs in ``store`` (trains nothing; needs no checkpoint)."""
+                       artefact_notes: list[str] | None = None, data_cache: dict | None = None) -> EmpiricalOutcome:
+    """Judge ``check`` from the finished runs in ``store`` (trains nothing; needs no checkpoint).
+
+    ``data_cache``: the audit's dataset cache (``_dataset_for``); the float-noise probe reads the
+    test-set size from it instead of loading the dataset again.
+    """
     from experiments.sweep import results_table
 
     store = Path(store)
@@ -622,7 +625,7 @@ def verdict_from_store(check: EmpiricalCheck, profile: str, store: Path | str, d
         statuses.append(status)
         parts.append(text)
         details.update(extra_details)
-    spread = _probe_spread(spec, ps, table) if ps.probe_seeds and ps.comparisons else None
+    spread = _probe_spread(spec, ps, table, data_cache) if ps.probe_seeds and ps.comparisons else None
     if ps.comparisons and spread is None:
         extra_notes = ["No float-noise probe ran for this profile: the verdicts are not checked for stability."]
     else:
@@ -714,7 +717,7 @@ def _comparison_values(table, cmp: Comparison, suffix: str = ""):
     return pairs.set_index("seed")["difference"]
 
 
-def _probe_spread(spec, ps: ProfileSpec, table) -> float:
+def _probe_spread(spec, ps: ProfileSpec, table, data_cache: dict | None = None) -> float:
     """delta of the module docstring: the largest change a twin shows in a comparison's value, in points.
 
     Floored at one test image (100 / test-set size): no finer change of an accuracy exists, and a
@@ -724,7 +727,7 @@ def _probe_spread(spec, ps: ProfileSpec, table) -> float:
     for cmp in ps.comparisons:
         twin, mine = _comparison_values(table, cmp, PROBE_SUFFIX), _comparison_values(table, cmp)
         changes += [abs(float(v) - float(mine[seed])) for seed, v in twin.items() if seed in mine.index]
-    n_test = int(_dataset_for(spec, None).test_images.shape[0])
+    n_test = int(_dataset_for(spec, data_cache).test_images.shape[0])
     return max(changes + [100.0 / n_test])
 
 
@@ -977,7 +980,7 @@ def run_empirical(check: EmpiricalCheck, profile: str, store: Path | str, *, dev
     ps = check.spec(profile)
     label = _check_label(check, profile)
     if ps.sweep is None:
-        return verdict_from_store(check, profile, store, data_path)
+        return verdict_from_store(check, profile, store, data_path, data_cache=data_cache)
     workers = check_int("workers", workers, min_value=1)
     spec = build_sweep(check, profile, data_path)
     missing = _missing(spec, store)
@@ -1020,7 +1023,7 @@ def run_empirical(check: EmpiricalCheck, profile: str, store: Path | str, *, dev
         with _quick_threads(profile):
             notes = make_artefacts(check, profile, store, data_path, device=dev or "cpu", log=log,
                                    data_cache=data_cache)
-    return verdict_from_store(check, profile, store, data_path, notes)
+    return verdict_from_store(check, profile, store, data_path, notes, data_cache)
 
 
 def train_checks(checks, profile: str, store: Path | str, *, workers: int = 1, progress: bool = True,
@@ -1047,25 +1050,16 @@ def train_checks(checks, profile: str, store: Path | str, *, workers: int = 1, p
     return train_runs(runs, store, workers=workers, progress=progress, data=data, desc="audit runs")
 
 
-@contextlib.contextmanager
 def _quick_threads(profile: str):
-    """One torch thread for the quick profile's tiny CPU models.
+    """One torch thread for the quick profile's tiny CPU models (a context manager; others: untouched).
 
     At 8x8 and width <= 8 a step is dominated by per-op overhead, where a second thread only adds
     synchronisation (5x slower per step on a loaded 2-core machine, measured); one thread also makes
     the numbers independent of the machine's core count.
     """
-    import torch
+    from experiments.train import cpu_threads
 
-    if profile != "quick":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return cpu_threads(1 if profile == "quick" else None)
 
 
 def _missing_of_label(spec, store: Path, label: str) -> list[str]:

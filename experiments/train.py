@@ -56,7 +56,7 @@ from experiments.rundir import SCHEDULES, RunDir, TrainConfig, check_device, env
 
 __all__ = ["train", "load_run", "lr_at_epoch", "lr_at_step", "steps_per_epoch", "evaluate", "parameter_groups",
            "make_optimizer", "Trainer", "add_subcommand", "TrainResult", "CHECK_EVERY", "NonFiniteLoss", "FP16_MAX",
-           "check_trainable", "config_from_args"]
+           "check_trainable", "config_from_args", "cpu_threads"]
 
 # Steps between reads of the device-side accumulators (progress bar, non-finite flag): one host
 # sync per CHECK_EVERY steps instead of one per step.
@@ -303,9 +303,9 @@ def _perturb_weights(net: nn.Module, ulps: int, seed: int) -> None:
 
 
 @contextlib.contextmanager
-def _cpu_threads(threads: int | None, device: torch.device):
-    """``config.threads`` torch threads for a CPU run (restored afterwards); other devices untouched."""
-    if threads is None or device.type != "cpu":
+def cpu_threads(threads: int | None, device: torch.device | str = "cpu"):
+    """``threads`` torch threads while on the CPU (restored afterwards); None or another device: untouched."""
+    if threads is None or torch.device(device).type != "cpu":
         yield
         return
     before = torch.get_num_threads()
@@ -692,7 +692,7 @@ def train(config: TrainConfig, run_dir: Path | str, *, progress: bool = True,
             raise ValueError(error)
         if rd.result_path.exists():
             return TrainResult(epochs_run=0, finished=True, metrics=rd.read_metrics())
-        with _kernel_flags(config.deterministic, device), _cpu_threads(config.threads, device):
+        with _kernel_flags(config.deterministic, device), cpu_threads(config.threads, device):
             return _train(config, rd, device, dist, progress, max_epochs_this_call, data)
     finally:
         if started:

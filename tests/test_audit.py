@@ -4,7 +4,7 @@ import textwrap
 import pandas as pd
 import pytest
 
-from experiments.audit import CheckOutcome, render_markdown, run_audit, run_theory_checks, theory_verdict
+from experiments.audit.run import CheckOutcome, render_markdown, run_audit, run_theory_checks, theory_verdict
 from experiments.claims import get_claim
 
 CLAIM = get_claim("ND-P1")
@@ -100,7 +100,7 @@ def test_audit_rejects_unknown_profile_and_claims(tmp_path):
 
 
 def test_full_audit_without_a_gpu_says_why_nothing_ran(tmp_path):
-    from experiments.audit import EmpiricalOptions
+    from experiments.audit.run import EmpiricalOptions
 
     opts = EmpiricalOptions(store=tmp_path / "store")
     result = run_audit("full", tmp_path, ["NRL-params", "NRL-fp16"], log=lambda *_: None, empirical=opts)
@@ -119,8 +119,8 @@ def test_full_audit_without_a_gpu_says_why_nothing_ran(tmp_path):
 
 def test_audit_carries_the_empirical_statistics_from_a_store(tmp_path):
     """A store of finished runs (no checkpoints) gives a computed verdict with effect, CI and run ids."""
-    from experiments.audit import EmpiricalOptions
-    from experiments.empirical import get_check
+    from experiments.audit.run import EmpiricalOptions
+    from experiments.audit.empirical import get_check
     from test_empirical import _fake_store  # tests/ is on sys.path (rootdir-less test modules)
 
     # seeds 0..4: differences 1.8, 1.9, 2.0, 2.1, 2.2 points, mean 2.0
@@ -138,7 +138,7 @@ def test_audit_carries_the_empirical_statistics_from_a_store(tmp_path):
 
 
 def test_train_only_keeps_only_empirical_claims(tmp_path):
-    from experiments.audit import EmpiricalOptions
+    from experiments.audit.run import EmpiricalOptions
 
     with pytest.raises(ValueError, match="--train-only keeps only empirical claims"):
         run_audit("full", tmp_path, ["ND-P1"], train_only=True, log=lambda *_: None)

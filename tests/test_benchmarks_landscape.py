@@ -31,8 +31,8 @@ def test_precision_probe_orders_the_precisions(tmp_path):
     import numpy as np
 
     from experiments.benchmarks import precision_probe
-    from experiments.rundir import TrainConfig
-    from experiments.train import train
+    from experiments.runs.store import TrainConfig
+    from experiments.runs.train import train
 
     cfg = TrainConfig(model="resnet20", dataset="synthetic", model_options={"width": 2},
                       dataset_options={"seed": 0, "n_train": 64, "n_test": 16, "num_classes": 4}, epochs=1,

@@ -48,7 +48,7 @@ def test_every_claim_names_a_known_kind_and_check():
 
 def test_every_theory_claim_has_a_marked_test():
     # Collected in a subprocess: a nested collection would re-import this session's test modules.
-    code = ("import json; from experiments.audit import collect_claim_tests; "
+    code = ("import json; from experiments.audit.run import collect_claim_tests; "
             "print(json.dumps(collect_claim_tests()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from analysis.curvature import (
+from analysis.probes.curvature import (
     HessianOperator,
     SpectralDensity,
     hessian_eigenvalues,
@@ -18,7 +18,7 @@ from analysis.curvature import (
     power_iteration_eigenvalues,
     spectral_density,
 )
-from analysis.landscape import save_figure
+from analysis.probes.landscape import save_figure
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.data import iterate_batches, list_datasets, load_dataset, normalize
+from experiments.runs.data import iterate_batches, list_datasets, load_dataset, normalize
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import experiments.data as data_mod
-from experiments.data import (CIFAR10_CLASSES, ImageDataset, augment_batch, iterate_batches, list_datasets,
+import experiments.runs.data as data_mod
+from experiments.runs.data import (CIFAR10_CLASSES, ImageDataset, augment_batch, iterate_batches, list_datasets,
                               load_cifar10, load_cifar10_jpeg, load_cifar100, load_dataset, load_image_folder,
                               normalize, train_val_split)
 

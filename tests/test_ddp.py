@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.data import iterate_batches, load_dataset
-from experiments.distributed import DistContext, GlobalBatchNorm, convert_batchnorm
-from experiments.rundir import RunDir, TrainConfig
-from experiments.train import train
+from experiments.runs.data import iterate_batches, load_dataset
+from experiments.runs.distributed import DistContext, GlobalBatchNorm, convert_batchnorm
+from experiments.runs.store import RunDir, TrainConfig
+from experiments.runs.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 # 161 = 2 x 64 + 33: the last global batch splits unevenly (17 + 16), which the loss scaling must handle.

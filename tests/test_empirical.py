@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from experiments.claims import CLAIMS
-from experiments.empirical import (CHECKS, Comparison, EmpiricalCheck, ProfileSpec, Region, build_sweep,
+from experiments.audit.empirical import (CHECKS, Comparison, EmpiricalCheck, ProfileSpec, Region, build_sweep,
                                    judge_stability,
                                    combine_statuses, full_dataset, get_check, judge, paired_stats, run_empirical,
                                    verdict_from_store)
-from experiments.rundir import RunDir
+from experiments.runs.store import RunDir
 
 # t_{0.975, 2} from a table (not from scipy, which the code under test uses).
 T975_DF2 = 4.302652729911275
@@ -141,7 +141,7 @@ def test_full_dataset_picks_the_loader_from_the_path(tmp_path):
 
 def _fake_store(store, check, profile, acc_of, data_path=None, checkpoint=False):
     """Finished run dirs (config.json, metrics.csv, result.json; no checkpoint) with final test_acc acc_of(label, seed)."""
-    from experiments.sweep import expand
+    from experiments.runs.sweep import expand
 
     spec = build_sweep(check, profile, data_path)
     ids = []
@@ -244,7 +244,7 @@ def test_full_profile_path_runs_end_to_end_on_tiny_cifar_pickles(tmp_path, monke
     on the clock of a lent GPU. The numbers mean nothing; the test checks that every stage ran."""
     import dataclasses
 
-    import experiments.empirical as emp
+    import experiments.audit.empirical as emp
     from tests.test_data_cifar import fake_cifar10
 
     fake_cifar10(tmp_path / "data", n_batch=4, n_test=6)
@@ -269,7 +269,7 @@ def test_full_profile_path_runs_end_to_end_on_tiny_cifar_pickles(tmp_path, monke
 
 
 def test_nrl_c100_finds_cifar100_beside_data_or_says_where_it_looked(tmp_path, monkeypatch):
-    from experiments.empirical import cifar100_dataset
+    from experiments.audit.empirical import cifar100_dataset
     from tests.test_data_cifar import fake_cifar100
 
     monkeypatch.setenv("BLOCKAUDIT_DATA", str(tmp_path / "nowhere"))
@@ -291,7 +291,7 @@ def test_full_profile_c100_path_runs_end_to_end_on_tiny_cifar100_pickles(tmp_pat
     fake pickles, width 2, 1 epoch, 2 seeds, on the CPU."""
     import dataclasses
 
-    import experiments.empirical as emp
+    import experiments.audit.empirical as emp
     from tests.test_data_cifar import fake_cifar100
 
     fake_cifar100(tmp_path / "data", n_train=16, n_test=6)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from experiments.empirical import get_check, judge_fp16, run_empirical, verdict_from_store
+from experiments.audit.empirical import get_check, judge_fp16, run_empirical, verdict_from_store
 from tests.test_empirical import _fake_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,7 +49,7 @@ def test_verdict_follows_which_runs_overflowed(tmp_path, plain_bad, tanh_bad, ex
 
 
 def test_judge_reports_missing_peaks(tmp_path):
-    from experiments.empirical import build_sweep
+    from experiments.audit.empirical import build_sweep
 
     _fake_store(tmp_path, CHECK, "quick", lambda label, seed: 0.9)
     status, text, _ = judge_fp16(build_sweep(CHECK, "quick"), tmp_path)
@@ -79,7 +79,7 @@ def test_full_profile_fp16_path_runs_on_tiny_cifar_pickles(tmp_path, monkeypatch
     """What a GPU session runs for NRL-fp16 (CIFAR loader from --data, fp16 + channels_last settings,
     the peaks artefact from checkpoints with the full profile's sample cap, the verdict), shrunk to
     width 2, 1 epoch, 2 seeds on fake CIFAR pickles, on the CPU: plumbing errors show here first."""
-    import experiments.empirical as emp
+    import experiments.audit.empirical as emp
     from tests.test_data_cifar import fake_cifar10
 
     fake_cifar10(tmp_path / "data", n_batch=4, n_test=6)

@@ -1,10 +1,10 @@
-"""Input validation and shapes of analysis.identity (Hardt & Ma, papers/004)."""
+"""Input validation and shapes of analysis.theory.im (Hardt & Ma, papers/004)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from analysis import identity as im
+from analysis.theory import im as im
 from analysis.validation import AssumptionError
 
 D = 3

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.landscape import (
+from analysis.probes.landscape import (
     Directions,
     LandscapeResult,
     auto_chunk_size,
@@ -607,7 +607,7 @@ def test_sequential_engine_channels_last_matches_vmap_on_a_zoo_model(noise_floor
     # ResNet-20 at width 8 takes the channels_last CPU path (no 1x1 stride-2 conv below 8 channels);
     # float32, losses ~2.3, other summation order and layout: tolerance from the vmap engine's noise
     # floor, as the grouped engine's.
-    from analysis.landscape import _cpu_channels_last_safe
+    from analysis.probes.landscape import _cpu_channels_last_safe
     from analysis.models import build_model
 
     torch.manual_seed(0)

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.landscape import LandscapeResult
+from analysis.probes.landscape import LandscapeResult
 from experiments.cli import main
-from experiments.data import iterate_batches, load_dataset
-from experiments.rundir import TrainConfig
-from experiments.train import load_run, train
+from experiments.runs.data import iterate_batches, load_dataset
+from experiments.runs.store import TrainConfig
+from experiments.runs.train import load_run, train
 
 DATA_OPTS = {"seed": 0, "n_train": 96, "n_test": 32, "num_classes": 4, "noise": 60.0}
 SAMPLES = 24

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.landscape import Directions, loss_landscape
+from analysis.probes.landscape import Directions, loss_landscape
 from analysis.models import build_model
 
 loss_landscapes = pytest.importorskip("loss_landscapes")

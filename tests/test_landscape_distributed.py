@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from analysis.landscape import grid_axis, loss_landscape, random_directions
+from analysis.probes.landscape import grid_axis, loss_landscape, random_directions
 
 
 def _setup():

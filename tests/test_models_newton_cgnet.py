@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-import analysis.newton_design as nd
+import analysis.theory.nd as nd
 from analysis.models import build_model, count_parameters, list_models, model_info
 from analysis.models.newton_cgnet import (
     CG_BLOCKS,
@@ -118,7 +118,7 @@ def test_cgnet56_matches_resnet110_in_3x3_convs_and_flops():
     assert ratio == pytest.approx(248_430_592 / 253_149_184, rel=1e-12)
 
 
-# --- the Newton-CG block against the dense Alg. 2 of analysis.newton_design ----------------------
+# --- the Newton-CG block against the dense Alg. 2 of analysis.theory.nd ----------------------
 
 
 def _linear_block(n: int, N: int, **kwargs) -> NewtonCGBlock:
@@ -144,7 +144,7 @@ def _sym_contraction(rng: np.random.Generator, n: int, low: float = 0.2, high: f
 @pytest.mark.parametrize("seed", range(5))
 def test_linear_block_is_dense_alg2(seed):
     """With 1x1 convs as matrices, no BN, no dropout, no inner ReLU, the conv block equals
-    ``analysis.newton_design.newton_cg_block`` (Alg. 2 as printed, no threshold) at every pixel."""
+    ``analysis.theory.nd.newton_cg_block`` (Alg. 2 as printed, no threshold) at every pixel."""
     rng = np.random.default_rng(seed)
     n, N = 5, int(rng.integers(1, 6))
     block = _linear_block(n, N)

@@ -8,7 +8,7 @@ from torch import nn
 
 from analysis.models import build_model, count_parameters, model_info
 from analysis.models.newton_resnet import MODEL_NAMES, BasicBlock, CifarResNet, NewtonBlock
-from analysis.newton_residual import newton_block, newton_block_activated
+from analysis.theory.nrl import newton_block, newton_block_activated
 
 NEWTON = tuple(n for n in MODEL_NAMES if n.startswith("newton"))
 TINY = {"width": 2}  # stage widths 2/4/8/16: every model builds and runs in a fraction of a second
@@ -112,7 +112,7 @@ def _dense(w: torch.Tensor) -> np.ndarray:
 @pytest.mark.parametrize("activations", [True, False])
 @pytest.mark.parametrize("x_proj", [0, 1])
 def test_newton_block_matches_the_dense_eq_2_and_3(activations, x_proj):
-    """On 1x1 images without BN the conv block is the dense block of analysis.newton_residual.
+    """On 1x1 images without BN the conv block is the dense block of analysis.theory.nrl.
 
     Eq. (3) phi(x + C2 phi(C1 x) + a N2(N1 x * f)) with ReLU, and eq. (2) x + Cx + a N2(N1 x * Cx)
     with C = C2 C1 when every activation is removed; N1, N2 are the 1x1 convs (N1 = I for x_proj = 0).

@@ -2,7 +2,7 @@
 
 Structural checks (OAI-special, conv reading) compare each net with an independent functional
 reimplementation (``F.conv2d`` / ``F.batch_norm`` on the same weights, our own shortcut) or with the
-dense reading in ``analysis.oai``, in float64, eval mode, with random BN statistics so that BN is
+dense reading in ``analysis.theory.oai``, in float64, eval mode, with random BN statistics so that BN is
 a non-trivial affine map. Tolerances: float64 convs over <= 60 layers of O(1) activations, with BN
 rescaling by at most ~10x, accumulate a relative error of at most ~layers * fan_in * eps ~ 60 * 600
 * 2.2e-16 ~ 1e-11; we allow 1e-9 relative to the output scale, and check that a deliberately
@@ -26,7 +26,7 @@ from analysis.models.oai_nets import (
     HBNet,
     ZeroPadShortcut,
 )
-from analysis.oai import admm_structure, hb_structure, nesterov_h_weights
+from analysis.theory.oai import admm_structure, hb_structure, nesterov_h_weights
 
 REL_TOL = 1e-9
 
@@ -176,7 +176,7 @@ def test_registry_baselines_are_hbnet_special_cases():
 
 
 def test_hb_blocks_follow_form16_dense_reading():
-    """A chain of same-width HB blocks (no ReLU after the sum) equals ``analysis.oai.hb_structure`` (16)."""
+    """A chain of same-width HB blocks (no ReLU after the sum) equals ``analysis.theory.oai.hb_structure`` (16)."""
     torch.manual_seed(1)
     gen = torch.Generator().manual_seed(2)
     for beta1, beta2 in [(1.0, -1.0), (0.7, 0.4), (1.0, 0.0)]:
@@ -317,7 +317,7 @@ def test_oai_special_dmrnet_is_admm_with_half_coefficients(record_property):
 
 
 def test_admm_stage_follows_form20_dense_reading():
-    """General lower-triangular coefficients: the stage equals ``analysis.oai.admm_structure`` (20)."""
+    """General lower-triangular coefficients: the stage equals ``analysis.theory.oai.admm_structure`` (20)."""
     torch.manual_seed(8)
     depth, gen = 4, torch.Generator().manual_seed(9)
     alpha = torch.tril(torch.randn(depth, depth, generator=gen, dtype=torch.float64)) / 3

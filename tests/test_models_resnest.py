@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.blocks import PreActBasicBlock
+from analysis.models.blocks import PreActBasicBlock
 from analysis.models import build_model, count_parameters, list_models, model_info
 from analysis.models.resnest_family import CifarResNEst
 

@@ -1,11 +1,11 @@
-"""Tests of analysis.newton_design's input validation and of `blockaudit reproduce nd-table2`."""
+"""Tests of analysis.theory.nd's input validation and of `blockaudit reproduce nd-table2`."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import newton_design as nd
+from analysis.theory import nd as nd
 from analysis.validation import AssumptionError
 
 SYM = np.array([[0.5, 0.1], [0.1, 0.3]])

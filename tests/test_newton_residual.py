@@ -1,10 +1,10 @@
-"""Input validation and shapes of analysis.newton_residual (NRL, papers/000)."""
+"""Input validation and shapes of analysis.theory.nrl (NRL, papers/000)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from analysis import newton_residual as nr
+from analysis.theory import nrl as nr
 
 
 def test_shapes_one_input_and_batch():

@@ -1,4 +1,4 @@
-"""analysis.numerics.second_order_peaks: the float16 headroom of Newton blocks (NRL-fp16)."""
+"""analysis.probes.fp16_peaks.second_order_peaks: the float16 headroom of Newton blocks (NRL-fp16)."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from analysis.models import build_model
 from analysis.models.newton_resnet import NewtonBlock
-from analysis.numerics import FP16_MAX, second_order_peaks
+from analysis.probes.fp16_peaks import FP16_MAX, second_order_peaks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

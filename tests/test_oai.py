@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis import oai
+from analysis.theory import oai
 from analysis.validation import AssumptionError
 from experiments import cli
 from experiments.reproduce import get_reproduction

@@ -14,8 +14,8 @@ import pytest
 
 matplotlib.use("Agg")
 
-from analysis.landscape import LandscapeResult  # noqa: E402
-from analysis.risk_gap import RiskGapResult, SolverCertificate  # noqa: E402
+from analysis.probes.landscape import LandscapeResult  # noqa: E402
+from analysis.probes.risk_gap import RiskGapResult, SolverCertificate  # noqa: E402
 from experiments import report  # noqa: E402
 from experiments.claims import CLAIMS, PAPERS  # noqa: E402
 from experiments.cli import main  # noqa: E402
@@ -33,7 +33,7 @@ def _fake_audit(path: Path) -> Path:
             continue  # a claim the audit did not cover: the table must say so
         v = {"claim_id": c.id, "status": "fails" if c.id == "RN-cifar" else "holds",
              "evidence": f"evidence for {c.id}", "check": c.settled_by, "runs": [], "statement": c.statement}
-        if c.id == "RN-cifar":  # the fields of experiments.audit's training comparisons, and one unknown
+        if c.id == "RN-cifar":  # the fields of experiments.audit.run's training comparisons, and one unknown
             comparison = {"block": "resnest", "baseline": "standard", "n": 3, "mean": -1.25, "std": 0.3,
                           "ci_low": -1.6, "ci_high": -0.9, "confidence": 0.95, "region": [-1e300, 0.0],
                           "status": "holds", "paper": "-1.58 pts", "values": [-1.0, -1.2, -1.55]}

@@ -8,7 +8,7 @@ import matplotlib
 import pytest
 
 from experiments.report import fp16_table, plot_fp16_peaks
-from experiments.rundir import RunDir, TrainConfig
+from experiments.runs.store import RunDir, TrainConfig
 
 matplotlib.use("Agg")
 

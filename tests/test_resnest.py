@@ -1,10 +1,10 @@
-"""Tests of analysis.resnest's input validation and of the moment-based least-squares solver."""
+"""Tests of analysis.theory.rn's input validation and of the moment-based least-squares solver."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from analysis import resnest as rn
+from analysis.theory import rn as rn
 from analysis.validation import AssumptionError
 
 EPS = np.finfo(np.float64).eps

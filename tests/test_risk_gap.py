@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-import analysis.risk_gap as rg
-from analysis.resnest import a_resnest_risk
-from analysis.risk_gap import RiskGapResult, plot_risk_gap, risk_gap
-from experiments.data import iterate_batches, load_dataset
-from experiments.rundir import TrainConfig
-from experiments.train import load_run, train
+import analysis.probes.risk_gap as rg
+from analysis.theory.rn import a_resnest_risk
+from analysis.probes.risk_gap import RiskGapResult, plot_risk_gap, risk_gap
+from experiments.runs.data import iterate_batches, load_dataset
+from experiments.runs.store import TrainConfig
+from experiments.runs.train import load_run, train
 
 DATA_OPTS = {"seed": 0, "n_train": 256, "n_test": 96, "num_classes": 4, "noise": 60.0}
 
@@ -114,7 +114,7 @@ def test_streamed_squared_matches_dense_lstsq(a_model, results, data):
 
 
 def test_streamed_cross_entropy_matches_in_memory_solver(a_model, data, tmp_path, monkeypatch):
-    """Streamed L-BFGS over memmap chunks vs analysis.resnest.a_resnest_risk on the in-memory features."""
+    """Streamed L-BFGS over memmap chunks vs analysis.theory.rn.a_resnest_risk on the in-memory features."""
     monkeypatch.setattr(rg, "_CHUNK_BYTES", 8 * 64 * 8)  # ~64-row chunks: several chunks per pass
     feats, y = _features(a_model, data)
     mm = rg.FeatureMemmap(str(tmp_path))
@@ -159,10 +159,11 @@ def test_errors(a_model, data):
 
 
 def test_cli_end_to_end(tmp_path):
-    from experiments import cli, risk_gap_cli
-    from experiments import train as train_mod
+    from experiments import cli
+    from experiments.cli import risk_gap as risk_gap_cli
+    from experiments.runs import train as train_mod
 
-    assert {"experiments.train", "experiments.risk_gap_cli"} <= set(cli._SUBCOMMAND_MODULES)
+    assert {"experiments.runs.train", "experiments.cli.risk_gap"} <= set(cli._SUBCOMMAND_MODULES)
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
     train_mod.add_subcommand(sub)

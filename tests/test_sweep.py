@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import experiments.sweep as sweep_mod
+import experiments.runs.sweep as sweep_mod
 from experiments.cli import main
-from experiments.rundir import RunDir, TrainConfig
-from experiments.sweep import (
+from experiments.runs.store import RunDir, TrainConfig
+from experiments.runs.sweep import (
     CONFIG_DIR, ModelSpec, SweepConfigError, SweepFailed, SweepSpec, canonical_config, expand, load_sweep,
     paired_differences, results_table, run_id_for, run_status, run_sweep, summarize,
 )
@@ -232,7 +232,7 @@ def test_paired_differences_match_seeds():
     # they report +30 pts for 0.8 vs 0.5, not +0.3.
     assert d["difference"].tolist() == pytest.approx([30.0, 5.0, -20.0])
     assert d["block_value"].tolist() == pytest.approx([80.0, 60.0, 70.0])
-    from experiments.empirical import paired_stats
+    from experiments.audit.empirical import paired_stats
     assert paired_stats(d["difference"]).text().startswith("+5.00 pts")
     assert set(d["block"]) == {"block"} and set(d["baseline"]) == {"base"} and "grid.lr" in d
     with pytest.raises(ValueError, match="baseline label 'resnet' is not in the results table; labels: block, base"):

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from experiments.data import load_dataset
-from experiments.rundir import METRIC_FIELDS, RunDir, TrainConfig
+from experiments.runs.data import load_dataset
+from experiments.runs.store import METRIC_FIELDS, RunDir, TrainConfig
 from analysis.models import build_model
-from experiments.train import load_run, lr_at_epoch, parameter_groups, train
+from experiments.runs.train import load_run, lr_at_epoch, parameter_groups, train
 
 # Tiny convs on this oversubscribed 2-core machine ran ~10x slower with 2 torch threads.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -156,7 +156,7 @@ def test_config_files_of_older_runs_still_load(tmp_path):
 
 # --- issue 5: fast path, schedules, result.json, diagnostics, CLI seeds, benchmark --------------
 
-from experiments.train import lr_at_step, make_optimizer, steps_per_epoch  # noqa: E402
+from experiments.runs.train import lr_at_step, make_optimizer, steps_per_epoch  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -221,7 +221,7 @@ def test_metrics_written_before_new_columns_read_as_nan(tmp_path):
 
 
 def test_non_finite_loss_names_the_first_bad_step_and_module(tmp_path, data, monkeypatch):
-    import experiments.train as train_mod
+    import experiments.runs.train as train_mod
 
     build = train_mod.build_model
     poison_step = 4  # global step 4 = epoch 1, batch 1 (3 batches per epoch)

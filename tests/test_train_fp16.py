@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from experiments.data import load_dataset
-from experiments.rundir import RunDir, TrainConfig
-from experiments.train import FP16_MAX, NonFiniteLoss, train
+from experiments.runs.data import load_dataset
+from experiments.runs.store import RunDir, TrainConfig
+from experiments.runs.train import FP16_MAX, NonFiniteLoss, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TIMING = ("seconds", "train_seconds", "images_per_s")
@@ -67,7 +67,7 @@ def test_fp16_run_resumes_to_identical_weights(tmp_path, data):
 
 def _poison(monkeypatch, factor: float, at_step: int):
     """Multiply blocks.3.conv1's output by ``factor`` from training step ``at_step`` on (keyed on BN state)."""
-    import experiments.train as train_mod
+    import experiments.runs.train as train_mod
 
     build = train_mod.build_model
 

@@ -165,7 +165,7 @@ def rn_problems(draw, *, bottleneck: bool = True, min_blocks: int = 1, max_block
                 planted: bool = False):
     """dict(x, Y, W0, blocks, M, n_out): the residual width M is >= sum_{i<L} K_i (eq (10)) when
     ``bottleneck``, else M = N_in (no expansion, L >= 2 so the condition fails)."""
-    from analysis.resnest import random_resnest
+    from analysis.theory.rn import random_resnest
 
     n_in = draw(dims(1, 2))
     n_blocks = draw(st.integers(min_value=max(min_blocks, 1 if bottleneck else 2), max_value=max_blocks))
@@ -186,7 +186,7 @@ def rn_problems(draw, *, bottleneck: bool = True, min_blocks: int = 1, max_block
         # targets with a planted A-ResNEst signal: every block's coefficients are O(1), so the (P_phi)
         # minimiser has a well-conditioned W_{L+1} and moderate W_L (pure-noise targets make the
         # coefficients on x_{L-1} tiny and push W_L ~ 1e3, out of L-BFGS's reach in float64)
-        from analysis.resnest import resnest_features
+        from analysis.theory.rn import resnest_features
 
         v = np.hstack(resnest_features(x, blocks, w0))
         z = v @ gen.standard_normal((v.shape[1], n_out)) + 0.5 * gen.standard_normal((RN_SAMPLES, n_out))
@@ -203,7 +203,7 @@ def rn_problems(draw, *, bottleneck: bool = True, min_blocks: int = 1, max_block
 
 
 def _rn_well_conditioned(problem, max_coef: float = 30.0) -> bool:
-    from analysis.resnest import resnest_features
+    from analysis.theory.rn import resnest_features
 
     v = np.hstack(resnest_features(problem["x"], problem["blocks"], problem["W0"]))
     h = np.linalg.lstsq(v, problem["Y"], rcond=None)[0]

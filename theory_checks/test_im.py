@@ -15,7 +15,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.identity import (
+from analysis.theory.im import (
     condition_gamma,
     count_parameters,
     fit_residual_relu_network,

@@ -15,7 +15,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis import newton_design as nd
+from analysis.theory import nd as nd
 from analysis.validation import AssumptionError
 from theory_checks.strategies import (
     dims,

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from analysis.newton_residual import (
+from analysis.theory.nrl import (
     newton_block,
     newton_block_activated,
     newton_block_unshared,

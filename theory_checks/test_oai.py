@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate
 
-from analysis import oai
+from analysis.theory import oai
 from theory_checks.strategies import activation_names, dims, rng, seeds, spd_matrices
 
 EPS = np.finfo(np.float64).eps

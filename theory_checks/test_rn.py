@@ -1,7 +1,7 @@
 """Theory checks for RN: Chen, Lee, Garudadri, Rao, "ResNEsts and DenseNEsts" (NeurIPS 2021).
 
 Every check builds a tiny random tanh ResNEst / DenseNEst (N = 40 samples, widths <= 6) and compares
-against computations independent of ``analysis.resnest``'s formulas: risks and Hessians from a
+against computations independent of ``analysis.theory.rn``'s formulas: risks and Hessians from a
 torch float64 re-implementation of eq (2)/(5) (autograd), best linear risks from ``np.linalg.lstsq``,
 ranks from ``np.linalg.matrix_rank``. Local minimisers of (P_phi) come from L-BFGS from random starts;
 their tolerances come from the solver's certificate (``epsilon_bound_from_gradient``: the P_phi
@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from analysis import resnest as rn
+from analysis.theory import rn as rn
 from theory_checks.strategies import RN_SAMPLES, rn_problems, rn_solver_problems, rng, seeds
 
 EPS = np.finfo(np.float64).eps

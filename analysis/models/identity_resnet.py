@@ -34,7 +34,7 @@ import math
 import torch
 from torch import nn
 
-from analysis.blocks import activation_layer, conv3x3
+from analysis.models.blocks import activation_layer, conv3x3
 from analysis.models import register_model
 from analysis.models.oai_nets import ZeroPadShortcut
 from analysis.validation import check_int

@@ -103,7 +103,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.blocks import activation_layer, conv1x1, conv3x3, init_weights_
+from analysis.models.blocks import activation_layer, conv1x1, conv3x3, init_weights_
 from analysis.models import register_model
 from analysis.models.resnest_family import CifarResNEst
 from analysis.validation import check_bool, check_int, check_real

@@ -67,7 +67,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from analysis.blocks import activation_layer, conv1x1, conv3x3
+from analysis.models.blocks import activation_layer, conv1x1, conv3x3
 from analysis.models import register_model
 from analysis.validation import check_bool, check_int, check_real
 

@@ -21,7 +21,7 @@ beta = 1 in HB (2), i.e. beta1 = 1, beta2 = -1: x_{k+1} = T(x_k) + x_k - x_{k-1}
   baselines ``postact_resnet56`` / ``postact_resnet110`` are He et al.'s ResNet (beta2 = 0 and
   ``relu_after_sum=True``); ``hbnet18(beta2=0.0)`` is the literal x + T(x) net.
 - x_{-1} = x_0 at the first block of the net: the algorithm's zero initial velocity (z_{-1} = z_0,
-  as in ``analysis.oai.heavy_ball_z`` / ``hb_structure``). With beta1 + beta2 = 0 the first block
+  as in ``analysis.theory.oai.heavy_ball_z`` / ``hb_structure``). With beta1 + beta2 = 0 the first block
   therefore has no skip term (x_1 = act(T(x_0))).
 - Stage transitions: the state carried between blocks is the pair (x_k, x_{k-1}), and a block
   that changes the shape maps *both* by the same parameter-free shortcut P (He et al.'s option A:
@@ -54,7 +54,7 @@ beta = 0.1 fixed (Sec. 6.2).
 
 **ADMM / DMRNet, eq (20).** Two paths: x'_{k+1} = T'(x'_k) + m_k, x_{k+1} = T(x_k) + m_k with
 m_k = sum_{t<=k} alpha_{k+1}^t x'_t + sum_{t<=k} beta_{k+1}^t x_t (sums from t = 0 and coefficients
-depending on the step: the reading of ``analysis.oai.admm_structure``; DMRNet is
+depending on the step: the reading of ``analysis.theory.oai.admm_structure``; DMRNet is
 alpha_{k+1}^k = beta_{k+1}^k = 1/2, all others 0). T, T' as in HB-Net with separate weights; no
 activation after the sum by default (literal (20)). The paper trains no conv ADMM net, so only the
 block and a same-width stage are provided.
@@ -70,9 +70,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.blocks import activation_layer, conv1x1, conv3x3, init_weights_
+from analysis.models.blocks import activation_layer, conv1x1, conv3x3, init_weights_
 from analysis.models import register_model
-from analysis.oai import nesterov_h_weights
+from analysis.theory.oai import nesterov_h_weights
 from analysis.validation import check_int, check_real
 
 __all__ = [
@@ -252,7 +252,7 @@ class AGDDenseLayer(nn.Module):
 class AGDDenseBlock(nn.Module):
     """A dense block of AGD-Net, eq (21): z_{k+1} = sum_j alpha_{k+1}^j T(z_j) + beta (z_k - sum_j h_{k+1}^j z_j).
 
-    h is eq (5) (``analysis.oai.nesterov_h_weights``), restarted in each block. The j = 0 term of
+    h is eq (5) (``analysis.theory.oai.nesterov_h_weights``), restarted in each block. The j = 0 term of
     the momentum sum vanishes exactly (module docstring), so it runs over z_1..z_k. Returns the
     concatenation [z_0, ..., z_L].
     """

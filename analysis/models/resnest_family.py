@@ -3,7 +3,7 @@
 Architecture facts follow the authors' public code (CLAIMS.md, "Public implementations"):
 
 - stem: a plain 3x3 conv from the input channels to ``width``; no BN or ReLU after it;
-- three stages of n pre-activation basic blocks (``analysis.blocks.PreActBasicBlock``) with widths
+- three stages of n pre-activation basic blocks (``analysis.models.blocks.PreActBasicBlock``) with widths
   ``width, 2*width, 4*width`` (16/32/64 for the paper's models) and strides 1, 2, 2; the first block
   of stages 2 and 3 has a 1x1 projection shortcut on its pre-activated input;
 - heads:
@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from analysis.blocks import PreActBasicBlock, activation_layer, conv3x3
+from analysis.models.blocks import PreActBasicBlock, activation_layer, conv3x3
 from analysis.models import register_model
 from analysis.validation import check_choice, check_int
 

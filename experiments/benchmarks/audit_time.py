@@ -26,8 +26,8 @@ DEFAULT_RECORD = Path("reports/benchmarks/audit-quick")
 def run(out: Path, store: Path, record: Path) -> dict:
     import torch
 
-    from experiments.audit import EmpiricalOptions, run_audit
-    from experiments.provenance import provenance
+    from experiments.audit.run import EmpiricalOptions, run_audit
+    from experiments.runs.provenance import provenance
 
     if store.exists():
         other = sorted(p.name for p in store.iterdir() if p.name not in ("runs", "sweeps"))

@@ -57,7 +57,7 @@ def _sync(device: torch.device) -> None:
 
 def _load_images(args):
     """The dataset, a seeded subset of ``args.images`` training indices, and a description of the source."""
-    from experiments.data import load_cifar10, load_cifar10_jpeg, load_synthetic
+    from experiments.runs.data import load_cifar10, load_cifar10_jpeg, load_synthetic
 
     if args.synthetic:
         data = load_synthetic(seed=0, n_train=args.images, n_test=16, num_classes=10)
@@ -76,7 +76,7 @@ def _load_images(args):
 
 
 def _batch(args, device):
-    from experiments.data import iterate_batches
+    from experiments.runs.data import iterate_batches
 
     data, idx, source = _load_images(args)
     (x, y), = list(iterate_batches(data.train_images[idx], data.train_labels[idx], args.images, data.mean, data.std))
@@ -153,8 +153,8 @@ def _loss_landscapes_row(model, x, y, steps: int, device) -> dict:
 
 
 def main(argv=None) -> dict:
-    from analysis.curvature import HessianOperator, hessian_eigenvalues, power_iteration_eigenvalues
-    from analysis.landscape import grid_axis, loss_landscape, loss_landscape_reference, random_directions
+    from analysis.probes.curvature import HessianOperator, hessian_eigenvalues, power_iteration_eigenvalues
+    from analysis.probes.landscape import grid_axis, loss_landscape, loss_landscape_reference, random_directions
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="cifar10-jpeg.zip (or extracted folder) or cifar-10-batches-py")
@@ -299,7 +299,7 @@ def main(argv=None) -> dict:
                "best_forward_s": t_fwd, "best_forward_how": how, "rows": rows, "eigenvalue": eig,
                "loss_range": [float(np.nanmin(truth.loss)), float(np.nanmax(truth.loss))],
                "argv": argv}
-    from experiments.provenance import provenance
+    from experiments.runs.provenance import provenance
 
     summary["provenance"] = provenance(str(args.device))  # commit, packages, machine, command
     (args.out / "landscape_speed.json").write_text(json.dumps(summary, indent=2))

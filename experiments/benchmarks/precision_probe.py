@@ -61,9 +61,9 @@ def summarize(losses: dict[str, np.ndarray], min_loss: float) -> dict:
 
 
 def main(argv=None) -> int:
-    from analysis.landscape import grid_axis, random_directions
-    from experiments.data import load_dataset, normalize
-    from experiments.train import load_run
+    from analysis.probes.landscape import grid_axis, random_directions
+    from experiments.runs.data import load_dataset, normalize
+    from experiments.runs.train import load_run
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                "device": args.device, "torch": torch.__version__, "seconds": time.perf_counter() - t0,
                **summarize(losses, args.min_loss)}
     args.out.mkdir(parents=True, exist_ok=True)
-    from experiments.provenance import provenance
+    from experiments.runs.provenance import provenance
 
     summary["provenance"] = provenance(str(args.device))  # commit, packages, machine, command
     (args.out / "precision_probe.json").write_text(json.dumps(summary, indent=2))

@@ -18,8 +18,8 @@ import torch
 
 def main(argv=None) -> None:
     from analysis.models import build_model
-    from analysis.risk_gap import risk_gap
-    from experiments.data import iterate_batches, load_synthetic
+    from analysis.probes.risk_gap import risk_gap
+    from experiments.runs.data import iterate_batches, load_synthetic
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=10_000)

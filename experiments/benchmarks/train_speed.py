@@ -6,7 +6,7 @@ accuracy in at most 15 s of pure training time. Everything is measured in one ru
   (a) baseline: a plain DataLoader loop: ``TensorDataset`` of uint8 CPU images, ``--workers`` worker
       processes (8) that crop (reflect pad 4), flip and normalise each batch in ``collate_fn``, pinned
       memory, fp32 NCHW model, ``loss.item()`` every step as such loops do;
-  (b) our trainer's epoch (``experiments.train.Trainer.train_epoch``: data on the GPU as uint8,
+  (b) our trainer's epoch (``experiments.runs.train.Trainer.train_epoch``: data on the GPU as uint8,
       augmentation there, bf16 autocast, channels_last, fused SGD, no per-step host sync);
   (c) (b) under ``torch.compile`` for each of ``--compile-modes`` (a warm-up absorbs compile time,
       reported apart);
@@ -60,7 +60,7 @@ GOAL_SECONDS_TO_TARGET = 15.0
 # --- data -------------------------------------------------------------------------------------
 
 def _load_data(args):
-    from experiments.data import load_dataset
+    from experiments.runs.data import load_dataset
 
     if args.smoke:
         return load_dataset("synthetic", seed=0, n_train=args.smoke_images, n_test=256, num_classes=10)
@@ -83,7 +83,7 @@ class _AugmentCollate:
         self.generator: torch.Generator | None = None
 
     def __call__(self, samples):
-        from experiments.data import augment_batch, normalize
+        from experiments.runs.data import augment_batch, normalize
 
         if self.generator is None:  # one stream per worker, seeded by the DataLoader's per-worker seed
             info = torch.utils.data.get_worker_info()
@@ -130,7 +130,7 @@ def _peak_mb(device: torch.device) -> float | None:
 # --- the parts --------------------------------------------------------------------------------
 
 def _config(args, data, device: torch.device, **overrides):
-    from experiments.rundir import TrainConfig
+    from experiments.runs.store import TrainConfig
 
     base = dict(model="resnet20", dataset=data.name, model_options=dict(args.model_options), seed=0,
                 epochs=args.tta_epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=5e-4, momentum=0.9,
@@ -186,7 +186,7 @@ def baseline_loop(args, data, device: torch.device) -> dict:
 
 def trainer_epochs(args, data_dev, device: torch.device, compile_mode: str | None) -> dict:
     """(b) eager, (c) compiled: ``Trainer.train_epoch`` over ``--epochs`` epochs after a warm-up epoch."""
-    from experiments.train import Trainer
+    from experiments.runs.train import Trainer
 
     cfg = _config(args, data_dev, device, compile=compile_mode is not None, compile_mode=compile_mode or "default")
     _reset_peak(device)
@@ -208,7 +208,7 @@ def trainer_epochs(args, data_dev, device: torch.device, compile_mode: str | Non
 
 def time_to_accuracy(args, data_dev, device: torch.device, out: Path, seed: int) -> dict:
     """(d): ``train()`` with the short recipe; first epoch at ``--target`` and its cumulative training seconds."""
-    from experiments.train import train
+    from experiments.runs.train import train
 
     mode = None if args.tta_compile_mode == "none" else args.tta_compile_mode
     cfg = _config(args, data_dev, device, seed=seed, compile=mode is not None, compile_mode=mode or "default", eval_every=1)
@@ -277,7 +277,7 @@ def markdown(rows: list[dict], env: dict, args) -> str:
 
 
 def _environment(device: torch.device) -> dict:
-    from experiments.rundir import environment_info
+    from experiments.runs.store import environment_info
 
     env = environment_info(str(device))
     env["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -377,7 +377,7 @@ def main(argv=None) -> int:
               "environment": env, "goals": {"images_per_s": GOAL_IMAGES_PER_S, "target_acc": GOAL_TARGET_ACC,
                                             "seconds_to_target": GOAL_SECONDS_TO_TARGET},
               "results": rows}
-    from experiments.provenance import provenance
+    from experiments.runs.provenance import provenance
 
     report["provenance"] = provenance(str(device))  # commit, packages, machine, command
     (args.out / "train_speed.json").write_text(json.dumps(report, indent=2))

@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     pd.DataFrame(rows).to_csv(args.out / "throughput.csv", index=False)
     if checks:
         pd.DataFrame(checks).to_csv(args.out / "compile_check.csv", index=False)
-    from experiments.provenance import provenance
+    from experiments.runs.provenance import provenance
 
     (args.out / "summary.json").write_text(json.dumps({"env": env, "throughput": rows, "ratios": ratio_summary(rows),
                                                        "compile_check": checks,

@@ -53,7 +53,7 @@ class Reproduction:
         import dataclasses
         import json
 
-        from experiments.provenance import provenance
+        from experiments.runs.provenance import provenance
 
         result = self.run(config, Path(out_dir), progress=progress)
         cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config)

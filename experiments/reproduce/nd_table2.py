@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import newton_design as nd
+from analysis.theory import nd as nd
 from analysis.validation import check_choice, check_int, check_real
 from experiments.claims import Verdict
-from experiments.reporting import write_table
+from experiments.report.tables import write_table
 from experiments.reproduce import Reproduction, ReproductionResult
 
 CLAIM_ID = "ND-table2"

@@ -4,7 +4,7 @@ Setting, as Sec. 5.3 states it: 10,000 random pairs (x_0, f) with x_0, f ~ N(0, 
 nets of depth 10..40 whose k-th layer is the recurrence (7), (11) (beta = 0.3), (12), (13)
 or (14) around phi(W_k x) with phi = sigmoid and a full 100 x 100 W_k per layer; trained on
 model (15) (MSE between the net's output and f); "MSE loss value ... after training 1,000 epochs".
-The nets are ``analysis.oai.Table2Net`` (its docstring gives the reading of each recurrence).
+The nets are ``analysis.theory.oai.Table2Net`` (its docstring gives the reading of each recurrence).
 
 Choices the paper leaves open (written into the notes of every run):
 - optimiser: Adam, lr 1e-3, batch 100, no weight decay (the paper names none of these);
@@ -47,10 +47,10 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from analysis.oai import TABLE2_METHODS, Table2Net
+from analysis.theory.oai import TABLE2_METHODS, Table2Net
 from analysis.validation import check_choice, check_int, check_real
 from experiments.claims import Verdict
-from experiments.reporting import write_table
+from experiments.report.tables import write_table
 from experiments.reproduce import Reproduction, ReproductionResult
 
 CLAIM_ID = "OAI-table2"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 __all__ = ["provenance", "git_state", "cpu_model", "numeric_environment", "provenance_line"]
 
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 # The folders whose changes change what the code computes; reports/ and stores are outputs, so an
 # audit that rewrites reports/AUDIT.md does not make its own commit "dirty".
 _CODE_PATHS = ("analysis", "experiments", "theory_checks", "pyproject.toml")

@@ -191,7 +191,7 @@ def load_digits(seed: int = 0, test_fraction: float = 0.2, val_fraction: float =
     """scikit-learn digits as ``size`` x ``size`` RGB uint8 (module docstring), stratified seeded split.
 
     ``size`` 32 (default, CIFAR's shape), 16 or 8 (the native images, 16x cheaper to train on: the
-    quick empirical analogues of ``experiments.empirical`` use it).
+    quick empirical analogues of ``experiments.audit.empirical`` use it).
     """
     from sklearn.datasets import load_digits as _sk_digits
     from sklearn.model_selection import train_test_split
@@ -245,7 +245,7 @@ def load_synthetic(seed: int = 0, n_train: int = 512, n_test: int = 256, num_cla
 
 def data_roots() -> list[Path]:
     """The folders searched for datasets when no path is given, in order (module docstring)."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = [Path(p).expanduser() for p in os.environ.get("BLOCKAUDIT_DATA", "").split(os.pathsep) if p]
     candidates = env + [Path.cwd() / "data", repo / "data", repo / "shared" / "data", repo.parent / "shared" / "data",
                         Path.home() / ".cache" / "blockaudit", Path.home() / "data"]

@@ -4,8 +4,8 @@
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set; ``DistContext.from_env``
 reads them and ``DistContext.start`` joins the process group (NCCL on CUDA, Gloo on CPU). Every
 rank draws the same permutation and augmentations from the same seeded generator and keeps its
-slice of every global batch (``experiments.data.iterate_batches(shard=...)``), so the global batch
-is the one-process batch and DDP's averaged gradient is its gradient (``experiments.train``).
+slice of every global batch (``experiments.runs.data.iterate_batches(shard=...)``), so the global batch
+is the one-process batch and DDP's averaged gradient is its gradient (``experiments.runs.train``).
 
 BatchNorm statistics must be global too, or the N-process run is a different model from the
 one-process run. On CUDA that is ``torch.nn.SyncBatchNorm``. In torch 2.13 ``SyncBatchNorm``

@@ -85,7 +85,7 @@ def single_thread_blas():
 
     Their matrices are small (tens to hundreds of columns): a multi-threaded BLAS only adds
     synchronisation, and on a shared machine an oversubscribed one made L-BFGS ~25x slower in our
-    measurements (the streamed cross-entropy fits of ``analysis.risk_gap``: 6x).
+    measurements (the streamed cross-entropy fits of ``analysis.probes.risk_gap``: 6x).
     """
     from threadpoolctl import threadpool_limits
 

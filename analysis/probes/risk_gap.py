@@ -280,7 +280,7 @@ def _stream(model, batches, loss: str, sink_factory):
 # --------------------------------------------------------------------------------------------
 
 def _lstsq_moments(gram, cross, target_sq, n, rcond=None):
-    from analysis.resnest import least_squares_risk_from_moments
+    from analysis.theory.rn import least_squares_risk_from_moments
 
     return least_squares_risk_from_moments(gram, cross, target_sq, n, rcond=rcond)
 
@@ -344,7 +344,7 @@ def fit_multinomial_streamed(mm: FeatureMemmap, p: int, num_classes: int, *, tol
             raise StopIteration
 
     # scipy stops on the max-abs gradient entry; tol/sqrt(size) there bounds the 2-norm by tol.
-    from analysis.resnest import single_thread_blas
+    from analysis.theory.rn import single_thread_blas
 
     with single_thread_blas():
         res = minimize(fg, theta0, jac=True, method="L-BFGS-B", callback=stop_when_below_floor,

@@ -14,7 +14,7 @@ def _cmd_models(args) -> int:
     import torch
 
     from analysis.models import build_model, count_parameters, list_models, model_info
-    from experiments.reporting import markdown_table
+    from experiments.report.tables import markdown_table
 
     names = list_models(args.pattern)
     if not names:

@@ -63,7 +63,7 @@ class TrainConfig:
     to 0 (for short GPU runs). ``label_smoothing`` (in [0, 1)) smooths the training targets only;
     the reported test loss is plain cross-entropy.
 
-    Speed options (``experiments.train``): ``precision`` ``"bf16"`` trains and evaluates under bf16
+    Speed options (``experiments.runs.train``): ``precision`` ``"bf16"`` trains and evaluates under bf16
     autocast, ``"fp16"`` under float16 autocast with dynamic loss scaling (``torch.amp.GradScaler``:
     steps whose gradients overflow are skipped and the scale lowered; a non-finite *loss* is still an
     error, float16's largest finite value being 65504); ``channels_last`` stores the model and batches NHWC (on CUDA; ignored on the CPU, where
@@ -107,11 +107,11 @@ class TrainConfig:
     on_nonfinite: str = "raise"
     # torch's intra-op threads for a CPU run (None: leave torch's setting). A CPU run's numbers
     # depend on it (reductions split over threads round differently), so sweeps set it for CPU runs
-    # and it enters their run ids, with the CPU's kernel set (experiments.sweep.canonical_config).
+    # and it enters their run ids, with the CPU's kernel set (experiments.runs.sweep.canonical_config).
     threads: int | None = None
     # A rounding-size change of every initial weight: each scaled by 1 +- perturb_ulps * 2^-23 (one
     # float32 ulp per unit, random signs). The audit trains such twins of a few runs to measure how
-    # far float noise alone moves a result (experiments.empirical, experiments.train._perturb_weights).
+    # far float noise alone moves a result (experiments.audit.empirical, experiments.runs.train._perturb_weights).
     perturb_ulps: int = 0
 
     def __post_init__(self) -> None:
@@ -207,7 +207,7 @@ def environment_info(device: str = "cpu", world_size: int = 1) -> dict:
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
         info["gpu_count"] = torch.cuda.device_count()
-    from experiments.provenance import provenance
+    from experiments.runs.provenance import provenance
 
     # The commit (and whether the code was edited), every package version, the CPU, its kernel set
     # and the thread count: what a reader needs to tell why two runs of one config differ.

@@ -5,7 +5,7 @@ Verdicts are computed, never written by hand:
 - theory claims: ``theory_checks`` runs in-process under pytest; a collector plugin records each
   test's ``claim`` marker, role and outcome, and ``theory_verdict`` folds them into a verdict;
 - numeric claims: the reproduction named by the claim runs and returns its own verdict;
-- empirical claims: ``experiments.empirical`` trains (or reuses from the store) the block and its
+- empirical claims: ``experiments.audit.empirical`` trains (or reuses from the store) the block and its
   baseline over paired seeds and judges the CI of the difference against the claim's region: a CPU
   analogue on digits in the ``quick`` profile, CIFAR-10 on a GPU in the ``full`` profile (runs
   missing from the store without a GPU make the claim ``not run``, with the reason).
@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.claims import CLAIMS, CLAIMS_BY_ID, PAPERS, VERDICTS, Claim, Verdict
-from experiments.reporting import markdown_table
+from experiments.report.tables import markdown_table
 
 PROFILES = ("quick", "full")
 ROLES = ("conclusion", "assumption", "refutes")
@@ -231,7 +231,7 @@ def theory_verdict(claim: Claim, outcomes: list[CheckOutcome], collection_errors
 
 @dataclass
 class EmpiricalOptions:
-    """How the audit runs the empirical checks (``experiments.empirical``).
+    """How the audit runs the empirical checks (``experiments.audit.empirical``).
 
     ``store``: the results store (runs are reused, never retrained); ``device``: where training
     runs (the full profile trains only on CUDA); ``data``: the full profile's CIFAR-10 (``--data``);
@@ -257,7 +257,7 @@ class EmpiricalOptions:
 def empirical_verdict(claim: Claim, profile: str, options: EmpiricalOptions, *, deadline: float | None = None,
                       progress: bool = True, data_cache: dict | None = None, log=print) -> Verdict:
     """Run (or reuse) the claim's training comparison and turn its outcome into a ``Verdict``."""
-    from experiments.empirical import get_check, run_empirical
+    from experiments.audit.empirical import get_check, run_empirical
 
     name = claim.settled_by.split(":", 1)[1]
     try:
@@ -387,7 +387,7 @@ def run_audit(profile: str = "quick", out_dir: Path | str = "reports", claim_ids
             raise ValueError("--train-only keeps only empirical claims, and none was selected; empirical ids: "
                              + ", ".join(c.id for c in CLAIMS if c.settled_by.startswith("empirical:")))
     if profile == "full" and empirical.data is not None:
-        from experiments.empirical import full_dataset
+        from experiments.audit.empirical import full_dataset
 
         full_dataset(empirical.data)  # a wrong --data fails here, naming the path, before anything runs
     start = time.perf_counter()
@@ -429,7 +429,7 @@ def run_audit(profile: str = "quick", out_dir: Path | str = "reports", claim_ids
     data_cache: dict = {}
     empirical_start = time.perf_counter()
     if profile == "quick" and empirical.train and empirical_claims:
-        from experiments.empirical import get_check, train_checks
+        from experiments.audit.empirical import get_check, train_checks
 
         try:
             train_checks([get_check(c.settled_by.split(":", 1)[1]) for c in empirical_claims], profile,
@@ -454,7 +454,7 @@ def run_audit(profile: str = "quick", out_dir: Path | str = "reports", claim_ids
 
     import torch
 
-    from experiments.provenance import provenance, provenance_line
+    from experiments.runs.provenance import provenance, provenance_line
 
     prov = provenance(empirical.device or "cpu")
     meta = {

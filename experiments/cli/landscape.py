@@ -1,11 +1,11 @@
 """``blockaudit landscape RUN_DIR`` and ``blockaudit curvature RUN_DIR``: loss landscape and Hessian of a run.
 
 ``landscape`` evaluates a seeded random-direction grid (Li et al. 2018 filter normalisation by
-default; ``analysis.landscape``) around the run's trained weights on ``--samples`` training images
+default; ``analysis.probes.landscape``) around the run's trained weights on ``--samples`` training images
 and writes ``landscape.npz`` + ``landscape.json`` (``LandscapeResult.save``), ``landscape.png``
 (filled contour in 2-D, loss and accuracy curve in 1-D) and ``landscape.md``.
 
-``curvature`` builds the Hessian of the mean training loss (``analysis.curvature``) and writes the
+``curvature`` builds the Hessian of the mean training loss (``analysis.probes.curvature``) and writes the
 top-k and most negative eigenvalues (one Lanczos run), a Hutch++ trace and the stochastic Lanczos
 quadrature density: ``curvature.json``, ``curvature.png`` and ``curvature.md``.
 
@@ -69,7 +69,7 @@ class CurvatureConfig:
 
 def _load(run_dir, device: str):
     """Model (eval mode, on ``device``) and config of a run; a missing directory is named in the error."""
-    from experiments.train import load_run
+    from experiments.runs.train import load_run
 
     path = Path(run_dir)
     if not path.is_dir():
@@ -83,7 +83,7 @@ def _training_batches(config, samples: int, seed: int, batch_size: int, device: 
 
     A seeded subset rather than the first N keeps the class balance of a dataset stored by class.
     """
-    from experiments.data import iterate_batches, load_dataset
+    from experiments.runs.data import iterate_batches, load_dataset
 
     data = load_dataset(config.dataset, show_progress=progress, **config.dataset_options)
     x, y = data.train_images, data.train_labels
@@ -105,7 +105,7 @@ def _out_dir(cfg) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 def _check_landscape(cfg: LandscapeConfig) -> None:
-    from analysis.landscape import BN_CHOICES
+    from analysis.probes.landscape import BN_CHOICES
     from analysis.validation import check_choice, check_int, check_real
 
     check_int("--dim", cfg.dim, min_value=1, max_value=2)
@@ -126,7 +126,7 @@ def _check_landscape(cfg: LandscapeConfig) -> None:
     if cfg.chunk_size is not None:
         check_int("--chunk-size", cfg.chunk_size, min_value=1)
     check_choice("--levels", cfg.levels, ("auto", "linear", "log"))
-    from analysis.landscape import ENGINES, PRECISIONS
+    from analysis.probes.landscape import ENGINES, PRECISIONS
     check_choice("--engine", cfg.engine, ENGINES)
     check_choice("--precision", cfg.precision, PRECISIONS)
     if cfg.precision != "float32" and cfg.engine == "vmap":
@@ -187,10 +187,10 @@ def run_landscape(cfg: LandscapeConfig):
     files and every other rank returns the full result and no files.
     """
     import torch.distributed as dist
-    from analysis.landscape import (grid_axis, loss_landscape, plot_contour, plot_curve, random_directions,
+    from analysis.probes.landscape import (grid_axis, loss_landscape, plot_contour, plot_curve, random_directions,
                                     save_figure)
 
-    from experiments.rundir import check_device
+    from experiments.runs.store import check_device
 
     _check_landscape(cfg)
     check_device(cfg.device)  # before any work: a CUDA device on a CPU-only machine is refused here
@@ -277,7 +277,7 @@ def _landscape_markdown(cfg: LandscapeConfig, config, result, seconds: float) ->
         "direction has the norm of the corresponding trained filter (Li et al. 2018, eq. (1)), so 1.0 is a "
         "perturbation as large as the weights themselves. Data: `landscape.npz` (alphas, betas, loss, accuracy) "
         "and `landscape.json` (directions, BatchNorm choice, settings); reload with "
-        "`analysis.landscape.LandscapeResult.load`.",
+        "`analysis.probes.landscape.LandscapeResult.load`.",
         "",
     ]
     return "\n".join(lines)
@@ -288,7 +288,7 @@ def _landscape_markdown(cfg: LandscapeConfig, config, result, seconds: float) ->
 # ----------------------------------------------------------------------------------------------
 
 def _check_curvature(cfg: CurvatureConfig) -> None:
-    from analysis.curvature import CURVATURE_BN_CHOICES
+    from analysis.probes.curvature import CURVATURE_BN_CHOICES
     from analysis.validation import check_choice, check_int
 
     check_int("--top-k", cfg.top_k, min_value=1)
@@ -305,11 +305,11 @@ def _check_curvature(cfg: CurvatureConfig) -> None:
 
 def run_curvature(cfg: CurvatureConfig):
     """Eigenvalues, trace and spectral density of the Hessian of ``cfg.run_dir``; return the summary and files."""
-    from analysis.curvature import (HessianOperator, hutchpp_trace, lanczos, plot_spectral_density,
+    from analysis.probes.curvature import (HessianOperator, hutchpp_trace, lanczos, plot_spectral_density,
                                     spectral_density)
-    from analysis.landscape import save_figure
+    from analysis.probes.landscape import save_figure
 
-    from experiments.rundir import check_device
+    from experiments.runs.store import check_device
 
     _check_curvature(cfg)
     check_device(cfg.device)
@@ -400,7 +400,7 @@ def _curvature_markdown(cfg: CurvatureConfig, s: dict, where: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def add_subcommand(subparsers) -> None:
-    from analysis.landscape import ENGINES  # the library module loads torch.func; only when parsing
+    from analysis.probes.landscape import ENGINES  # the library module loads torch.func; only when parsing
     p = subparsers.add_parser("landscape", help="loss landscape around a trained run (filled contour or 1-D curve)",
                               description="Evaluate a seeded random-direction loss landscape (Li et al. 2018 "
                                           "filter normalisation) around RUN_DIR's weights; write landscape.npz/"

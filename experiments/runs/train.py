@@ -25,7 +25,7 @@ checking gradients and weights after every step, then the offending batch runs f
 that name the first module whose output is non-finite) and what to try. With
 ``on_nonfinite="stop"`` the run ends there as finished instead, the diagnosis in ``result.json``.
 
-Data-parallel (``torchrun``, ``experiments.distributed``): every rank computes its slice of each
+Data-parallel (``torchrun``, ``experiments.runs.distributed``): every rank computes its slice of each
 global batch, its loss is scaled by ``world_size / global_batch`` so DDP's gradient average is the
 gradient of the global batch's mean loss, BatchNorm is made global, and only rank 0 writes the run
 directory. Dropout (no registered model uses it by default) draws per rank, so such a model is not
@@ -48,11 +48,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis.models import build_model
-from analysis.numerics import FP16_MAX  # 65504: larger values overflow to inf in float16
-from experiments.data import ImageDataset, iterate_batches, load_dataset
-from experiments.distributed import DistContext, all_reduce_min, all_reduce_sum, convert_batchnorm
-from experiments.provenance import provenance
-from experiments.rundir import SCHEDULES, RunDir, TrainConfig, check_device, environment_info
+from analysis.probes.fp16_peaks import FP16_MAX  # 65504: larger values overflow to inf in float16
+from experiments.runs.data import ImageDataset, iterate_batches, load_dataset
+from experiments.runs.distributed import DistContext, all_reduce_min, all_reduce_sum, convert_batchnorm
+from experiments.runs.provenance import provenance
+from experiments.runs.store import SCHEDULES, RunDir, TrainConfig, check_device, environment_info
 
 __all__ = ["train", "load_run", "lr_at_epoch", "lr_at_step", "steps_per_epoch", "evaluate", "parameter_groups",
            "make_optimizer", "Trainer", "add_subcommand", "TrainResult", "CHECK_EVERY", "NonFiniteLoss", "FP16_MAX",
@@ -188,7 +188,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig, fused: bool | None = N
 
 
 def _check_device(device: torch.device) -> None:
-    check_device(device)  # experiments.rundir: the one check, shared with checkpoint loading and the analyses
+    check_device(device)  # experiments.runs.store: the one check, shared with checkpoint loading and the analyses
 
 
 def check_trainable(config: TrainConfig) -> None:
@@ -876,7 +876,7 @@ def _train_defaults() -> dict:
 
 
 def add_subcommand(subparsers) -> None:
-    from experiments.rundir import COMPILE_MODES, ON_NONFINITE, PAD_MODES, PRECISIONS
+    from experiments.runs.store import COMPILE_MODES, ON_NONFINITE, PAD_MODES, PRECISIONS
 
     d = _train_defaults()
     p = subparsers.add_parser(

@@ -1,7 +1,7 @@
 """``blockaudit risk-gap RUN_DIR``: the ResNEst risk gap (RN Prop. 2) of a trained run.
 
-Loads the run (``experiments.train.load_run``) and its dataset, streams the pooled block features
-of the train and test images through ``analysis.risk_gap.risk_gap`` and writes ``risk_gap.md``
+Loads the run (``experiments.runs.train.load_run``) and its dataset, streams the pooled block features
+of the train and test images through ``analysis.probes.risk_gap.risk_gap`` and writes ``risk_gap.md``
 (tables, plot, explanation), ``risk_gap.csv`` (per-block curve), ``risk_gap.json`` (everything)
 and ``risk_gap.png`` into the run directory or ``--out``.
 """
@@ -30,11 +30,11 @@ class RiskGapConfig:
 
 def run_risk_gap(cfg: RiskGapConfig) -> tuple["RiskGapResult", list[Path]]:  # noqa: F821
     """Compute the risk gap of ``cfg.run_dir`` and write the report; return the result and the files."""
-    from analysis.risk_gap import plot_risk_gap, risk_gap
+    from analysis.probes.risk_gap import plot_risk_gap, risk_gap
     from analysis.validation import check_int
-    from experiments.data import iterate_batches, load_dataset, subsample
-    from experiments.reporting import markdown_table
-    from experiments.train import load_run
+    from experiments.runs.data import iterate_batches, load_dataset, subsample
+    from experiments.report.tables import markdown_table
+    from experiments.runs.train import load_run
 
     if cfg.max_samples is not None:
         check_int("max_samples", cfg.max_samples, min_value=1)
@@ -112,7 +112,7 @@ def _cmd(args) -> int:
     result, files = run_risk_gap(RiskGapConfig(run_dir=args.run_dir, loss=args.loss, out=args.out,
                                                max_samples=args.max_samples, batch_size=args.batch_size,
                                                tol=args.tol, max_iter=args.max_iter))
-    from experiments.reporting import markdown_table
+    from experiments.report.tables import markdown_table
 
     print(markdown_table(result.summary_frame()))
     print("wrote " + ", ".join(str(f) for f in files))

@@ -19,7 +19,7 @@ A sweep file (TOML or YAML, see ``experiments/configs/``) names a base ``TrainCo
 ``expand(spec)`` turns it into one ``RunSpec`` per (model, grid point, seed), in that nesting
 order. The store (default ``runs/``, git-ignored) holds::
 
-    STORE/runs/<run_id>/          a normal run directory (experiments.rundir), shared by every sweep
+    STORE/runs/<run_id>/          a normal run directory (experiments.runs.store), shared by every sweep
     STORE/sweeps/<name>/
         sweep.json                the resolved sweep: its spec and every run's id and config
         results.csv               tidy: one row per run per finished epoch (``results_table``)
@@ -59,9 +59,9 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from analysis.validation import check_int
-from experiments.provenance import numeric_environment
-from experiments.rundir import RunDir, TrainConfig
-from experiments.train import train
+from experiments.runs.provenance import numeric_environment
+from experiments.runs.store import RunDir, TrainConfig
+from experiments.runs.train import train
 
 __all__ = [
     "SweepSpec", "ModelSpec", "RunSpec", "SweepConfigError", "SweepFailed", "load_sweep", "expand",
@@ -75,7 +75,7 @@ __all__ = [
 # to 20% in one probe), and one because small CPU models gain nothing from a second thread: workers
 # use the cores instead.
 CPU_THREADS = 1
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 ACCURACY_METRICS = ("acc", "test_acc")  # stored as fractions; paired_differences gives them in points
 DEFAULT_STORE = Path("runs")
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
@@ -596,7 +596,7 @@ def paired_differences(df: pd.DataFrame, block: str, baseline: str, metric: str 
     batch order, so the pairing removes the seed-to-seed noise both share). Columns: seed, grid
     columns, block, baseline, metric, block_value, baseline_value, difference. Only pairs where both
     runs finished appear. Accuracies (``ACCURACY_METRICS``) come in percentage points (x100: the
-    unit ``experiments.empirical.paired_stats`` reports), other metrics in their own units.
+    unit ``experiments.audit.empirical.paired_stats`` reports), other metrics in their own units.
     """
     _check_columns(df, ["run_id", "epoch", "label", "seed"], "column(s)")
     _check_columns(df, [metric], "metric")
@@ -624,7 +624,7 @@ def paired_differences(df: pd.DataFrame, block: str, baseline: str, metric: str 
 
 
 def _summary_markdown(spec: SweepSpec, df: pd.DataFrame, by: list[str], n_runs: int) -> str:
-    from experiments.reporting import markdown_table
+    from experiments.report.tables import markdown_table
 
     acc = summarize(df, "test_acc", by)
     loss = summarize(df, "test_loss", by)
@@ -697,7 +697,7 @@ def _train_one(config: TrainConfig, run_dir: Path, data_cache: dict, data, progr
         if data is None:
             key = _data_key(config)
             if key not in data_cache:
-                from experiments.data import load_dataset
+                from experiments.runs.data import load_dataset
 
                 data_cache.clear()  # one dataset in memory at a time (CIFAR-10 is 184 MB as uint8)
                 data_cache[key] = load_dataset(config.dataset, show_progress=progress, **config.dataset_options)
@@ -899,7 +899,7 @@ def _run_pool(todo: list[RunSpec], store: Path, workers: int, data, max_epochs: 
     if data is None and len(keys) == 1:
         # Load once here and share it (torch tensors cross to spawned workers through shared memory):
         # otherwise every worker would decode the same archive, all racing to write one cache file.
-        from experiments.data import load_dataset
+        from experiments.runs.data import load_dataset
 
         config = todo[0].config
         data = load_dataset(config.dataset, show_progress=bar is not None, **config.dataset_options)
@@ -957,7 +957,7 @@ def add_subcommand(subparsers) -> None:
 def _cmd_sweep(args) -> int:
     import sys
 
-    from experiments.reporting import markdown_table
+    from experiments.report.tables import markdown_table
 
     spec = load_sweep(args.config)
     if args.dry_run:

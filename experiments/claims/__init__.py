@@ -1,12 +1,12 @@
 """The claims registry: every row of ../shared/CLAIMS.md, with the check that settles it.
 
-A claim's verdict is never stored here: ``experiments.audit`` computes it from a check that ran
+A claim's verdict is never stored here: ``experiments.audit.run`` computes it from a check that ran
 (a theory-check test, a reproduction, a training run). ``settled_by`` says which:
 
 - ``"theory"``: the tests in ``theory_checks/`` marked ``@pytest.mark.claim(ID)``;
 - ``"reproduce:NAME"``: ``blockaudit reproduce NAME`` (experiments.reproduce);
 - ``"empirical:NAME"``: a training comparison of block vs baseline over paired seeds
-  (``experiments.empirical``: a CPU analogue in the quick profile, CIFAR-10 on a GPU in the full one).
+  (``experiments.audit.empirical``: a CPU analogue in the quick profile, CIFAR-10 on a GPU in the full one).
 
 To add a claim: append a ``Claim`` below and give it a check of one of these kinds.
 """

@@ -10,7 +10,7 @@ here with two profiles:
   ``cifar10_jpeg``, the torchvision ``cifar-10-batches-py`` folder -> ``cifar10``), a GPU, bf16
   autocast and channels_last, augmentation, short one-cycle schedules (stated in the verdict).
 
-Training goes through ``experiments.sweep`` (one sweep per check, runs in ``STORE/runs/<run_id>``);
+Training goes through ``experiments.runs.sweep`` (one sweep per check, runs in ``STORE/runs/<run_id>``);
 finished runs are reused and never retrained, so a verdict can be recomputed from a store whose
 runs lack ``checkpoint.pt`` (``config.json``, ``metrics.csv``, ``result.json`` suffice).
 
@@ -456,7 +456,7 @@ def get_check(name: str) -> EmpiricalCheck:
 def full_dataset(data_path: str | Path | None) -> tuple[str, dict, str]:
     """``(dataset, dataset_options, description)`` of the full profile's CIFAR-10 from ``--data``.
 
-    ``None``: ``cifar10-jpeg.zip`` found under ``experiments.data.data_roots()``. A ``.zip`` file or a
+    ``None``: ``cifar10-jpeg.zip`` found under ``experiments.runs.data.data_roots()``. A ``.zip`` file or a
     folder with ``train/`` and ``test/``: the JPEG copy (``cifar10_jpeg``). A folder that is or
     holds torchvision's ``cifar-10-batches-py``: the original pickles (``cifar10``). A folder that
     holds ``cifar10-jpeg.zip`` or ``cifar10-jpeg/``: that.
@@ -492,9 +492,9 @@ def cifar100_dataset(data_path: str | Path | None) -> tuple[str, dict, str]:
 
     Looks for torchvision's ``cifar-100-python`` folder (``train``, ``test``, ``meta``) at ``--data``
     itself, beside it (the folder holding it, or holding the CIFAR-10 zip given as ``--data``), then
-    in ``experiments.data.data_roots()``; raises ``FileNotFoundError`` naming every place tried.
+    in ``experiments.runs.data.data_roots()``; raises ``FileNotFoundError`` naming every place tried.
     """
-    from experiments.data import data_roots
+    from experiments.runs.data import data_roots
 
     roots: list[Path] = []
     if data_path is not None:
@@ -517,14 +517,14 @@ def cifar100_dataset(data_path: str | Path | None) -> tuple[str, dict, str]:
 
 
 def _train_fields() -> set[str]:
-    from experiments.rundir import TrainConfig
+    from experiments.runs.store import TrainConfig
 
     return {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def build_sweep(check: EmpiricalCheck, profile: str, data_path=None):
     """The ``SweepSpec`` of ``check``'s ``profile`` (the full profile's dataset from ``data_path``)."""
-    from experiments.sweep import SweepSpec
+    from experiments.runs.sweep import SweepSpec
 
     ps = check.spec(profile)
     if ps.sweep is None:
@@ -573,14 +573,14 @@ class EmpiricalOutcome:
 
 
 def _missing(spec, store: Path) -> list[str]:
-    from experiments.sweep import run_status
+    from experiments.runs.sweep import run_status
 
     st = run_status(spec, store)
     return st.loc[st["status"] != "done", "run_id"].tolist()
 
 
 def _run_ids(spec, store: Path, finished_only: bool = True) -> list[str]:
-    from experiments.sweep import run_status
+    from experiments.runs.sweep import run_status
 
     st = run_status(spec, store)
     return st.loc[st["status"] == "done", "run_id"].tolist() if finished_only else st["run_id"].tolist()
@@ -597,7 +597,7 @@ def verdict_from_store(check: EmpiricalCheck, profile: str, store: Path | str, d
     ``data_cache``: the audit's dataset cache (``_dataset_for``); the float-noise probe reads the
     test-set size from it instead of loading the dataset again.
     """
-    from experiments.sweep import results_table
+    from experiments.runs.sweep import results_table
 
     store = Path(store)
     ps = check.spec(profile)
@@ -682,7 +682,7 @@ def runs_made_on(store: Path, run_ids) -> list[str]:
     """
     import json
 
-    from experiments.rundir import RunDir
+    from experiments.runs.store import RunDir
 
     counts: dict[str, int] = {}
     for rid in run_ids:
@@ -708,7 +708,7 @@ def _comparison_values(table, cmp: Comparison, suffix: str = ""):
 
     ``suffix``: the same for the labels with it (``PROBE_SUFFIX``: the float-noise twins).
     """
-    from experiments.sweep import paired_differences
+    from experiments.runs.sweep import paired_differences
 
     if cmp.baseline is None:
         final = table.sort_values("epoch").groupby("run_id").tail(1)
@@ -742,7 +742,7 @@ def _dataset_text(spec, profile: str) -> str:
 
 def _artefact_runs(spec, store: Path, kind: str) -> list[tuple[str, str, Path]]:
     """(label, run_id, run dir) of the runs an artefact is made for: landscape seed 0 only, risk gap all."""
-    from experiments.sweep import expand
+    from experiments.runs.sweep import expand
 
     out = []
     for r in expand(spec):
@@ -753,7 +753,7 @@ def _artefact_runs(spec, store: Path, kind: str) -> list[tuple[str, str, Path]]:
 
 
 def _landscape_config(run_dir: Path, profile: str, device: str):
-    from experiments.landscape_cli import LandscapeConfig
+    from experiments.cli.landscape import LandscapeConfig
 
     if profile == "quick":
         return LandscapeConfig(run_dir=run_dir, points=11, range=1.0, samples=256, device=device)
@@ -783,14 +783,14 @@ def make_artefacts(check: EmpiricalCheck, profile: str, store: Path, data_path=N
                 continue
             log(f"  {kind}: {run_id}")
             if kind == "landscape":
-                from experiments.landscape_cli import run_landscape
+                from experiments.cli.landscape import run_landscape
 
                 run_landscape(_landscape_config(rd, profile, device))
             elif kind == "fp16_peaks":
                 write_fp16_peaks(rd, device, max_samples=None if profile == "quick" else 5000,
                                  data=_dataset_for(spec, data_cache))
             else:
-                from experiments.risk_gap_cli import RiskGapConfig, run_risk_gap
+                from experiments.cli.risk_gap import RiskGapConfig, run_risk_gap
 
                 # 5,000 of CIFAR's 50,000 images keep a model's report to seconds on the GPU box's CPU.
                 run_risk_gap(RiskGapConfig(run_dir=rd, max_samples=None if profile == "quick" else 5000))
@@ -804,7 +804,7 @@ _ARTEFACT_FILES = {"landscape": "landscape.npz", "risk_gap": "risk_gap.json", "f
 
 def write_fp16_peaks(run_dir: Path, device: str = "cpu", max_samples: int | None = None,
                      data=None) -> Path:
-    """``RUN_DIR/fp16_peaks.json``: ``analysis.numerics.second_order_peaks`` of the run's last checkpoint.
+    """``RUN_DIR/fp16_peaks.json``: ``analysis.probes.fp16_peaks.second_order_peaks`` of the run's last checkpoint.
 
     Measured on the training images (the first ``max_samples`` of a seeded permutation when set),
     in float32 and eval mode; for a run stopped at a non-finite loss the checkpoint is the last
@@ -813,10 +813,10 @@ def write_fp16_peaks(run_dir: Path, device: str = "cpu", max_samples: int | None
     """
     import json
 
-    from analysis.numerics import second_order_peaks
-    from experiments.data import load_dataset, normalize, subsample
-    from experiments.rundir import RunDir
-    from experiments.train import load_run
+    from analysis.probes.fp16_peaks import second_order_peaks
+    from experiments.runs.data import load_dataset, normalize, subsample
+    from experiments.runs.store import RunDir
+    from experiments.runs.train import load_run
 
     run_dir = Path(run_dir)
     model, config = load_run(run_dir, map_location=device)
@@ -842,9 +842,9 @@ def judge_fp16(spec, store: Path) -> tuple[str, str, dict]:
     """
     import json
 
-    from analysis.numerics import FP16_MAX
-    from experiments.rundir import RunDir
-    from experiments.sweep import expand
+    from analysis.probes.fp16_peaks import FP16_MAX
+    from experiments.runs.store import RunDir
+    from experiments.runs.sweep import expand
 
     runs: dict[str, list[dict]] = {}
     for r in expand(spec):
@@ -898,7 +898,7 @@ def judge_fp16(spec, store: Path) -> tuple[str, str, dict]:
 
 
 def _load_landscapes(spec, store: Path) -> dict:
-    from analysis.landscape import LandscapeResult
+    from analysis.probes.landscape import LandscapeResult
 
     out = {}
     for label, run_id, rd in _artefact_runs(spec, store, "landscape"):
@@ -935,7 +935,7 @@ def _landscape_summary(spec, store: Path) -> tuple[str, dict]:
 
 
 def _side_by_side(spec, store: Path) -> Path | None:
-    from analysis.landscape import plot_side_by_side, save_figure
+    from analysis.probes.landscape import plot_side_by_side, save_figure
 
     found = _load_landscapes(spec, store)
     if len(found) < 2:
@@ -974,7 +974,7 @@ def run_empirical(check: EmpiricalCheck, profile: str, store: Path | str, *, dev
     ``time.monotonic()`` value) stops starting new models' runs after it; the store keeps what
     finished, and the next call resumes.
     """
-    from experiments.sweep import SweepFailed, run_sweep
+    from experiments.runs.sweep import SweepFailed, run_sweep
 
     store = Path(store)
     ps = check.spec(profile)
@@ -1035,7 +1035,7 @@ def train_checks(checks, profile: str, store: Path | str, *, workers: int = 1, p
     depend on ``workers``. Returns ``{run_id: error}`` of runs that failed; ``run_empirical`` then
     finds every run present and only judges.
     """
-    from experiments.sweep import expand, train_runs
+    from experiments.runs.sweep import expand, train_runs
 
     runs = []
     for check in checks:
@@ -1057,13 +1057,13 @@ def _quick_threads(profile: str):
     synchronisation (5x slower per step on a loaded 2-core machine, measured); one thread also makes
     the numbers independent of the machine's core count.
     """
-    from experiments.train import cpu_threads
+    from experiments.runs.train import cpu_threads
 
     return cpu_threads(1 if profile == "quick" else None)
 
 
 def _missing_of_label(spec, store: Path, label: str) -> list[str]:
-    from experiments.sweep import run_status
+    from experiments.runs.sweep import run_status
 
     st = run_status(spec, store)
     return st.loc[(st["label"] == label) & (st["status"] != "done"), "run_id"].tolist()
@@ -1092,7 +1092,7 @@ def _data_key(dataset: str, options: dict) -> str:
 
 def _load_data(dataset: str, options: dict, cache: dict | None):
     """``load_dataset(dataset, **options)``, kept in ``cache`` (one dataset at a time) for reuse."""
-    from experiments.data import load_dataset
+    from experiments.runs.data import load_dataset
 
     key = _data_key(dataset, options)
     if cache is not None and key in cache:

@@ -13,7 +13,7 @@ by ``vectors_per_call`` to bound memory). A single vector goes through double ba
 vector (tiny net 48 ms vs 12 ms; ResNet-20/4 on 16 images 380 ms vs 220 ms), while for 8 vectors
 forward-over-reverse is on par or faster (900 ms vs 1060 ms); ``hvp`` forces either. The model
 is never modified: everything runs on a deep copy whose BatchNorm layers are the vmap-safe
-functional form of ``analysis.landscape``.
+functional form of ``analysis.probes.landscape``.
 
 BatchNorm is an explicit choice, ``bn``: ``"eval"`` (running statistics held fixed: the loss of
 the deployed model) or ``"batch"`` (each batch normalised by its own statistics, differentiated
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from analysis.landscape import _as_batches, _functional_copy, _has_batchnorm, _pyplot
+from analysis.probes.landscape import _as_batches, _functional_copy, _has_batchnorm, _pyplot
 from analysis.validation import check_choice, check_int, check_real
 
 __all__ = [

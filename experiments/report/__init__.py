@@ -136,7 +136,7 @@ def _format_region(region) -> str | None:
 def _extra_columns(verdict: dict) -> dict:
     """Columns from the fields a verdict may carry beyond the basic ones (read defensively).
 
-    ``details`` (training comparisons, experiments.audit) gives the headline effect, its CI and the
+    ``details`` (training comparisons, experiments.audit.run) gives the headline effect, its CI and the
     seed count; its per-comparison statistics go to ``comparisons_table`` and the rest of it is
     already in the evidence text. Any other extra field is shown as it is, one nesting level flattened.
     """
@@ -352,7 +352,7 @@ class _NotThisKind(Exception):
 def _load_landscape(path: Path):
     if not path.with_suffix(".npz").is_file():
         raise _NotThisKind
-    from analysis.landscape import LandscapeResult
+    from analysis.probes.landscape import LandscapeResult
 
     result = LandscapeResult.load(path)
     return result, result.meta
@@ -362,7 +362,7 @@ def _load_risk_gap(path: Path):
     payload = json.loads(path.read_text())
     if not isinstance(payload, dict) or "curve_train" not in payload:
         raise _NotThisKind
-    from analysis.risk_gap import RiskGapResult
+    from analysis.probes.risk_gap import RiskGapResult
 
     result = RiskGapResult.load(path)
     return result, result.meta
@@ -423,7 +423,7 @@ def _numeric_metrics(frame: pd.DataFrame) -> list[str]:
 
 
 def _with_grid_labels(frame: pd.DataFrame) -> pd.Series:
-    """Labels extended by the ``grid.<key>`` values that vary within a label (experiments.sweep), so
+    """Labels extended by the ``grid.<key>`` values that vary within a label (experiments.runs.sweep), so
     two grid points of one model are never averaged together as if they were seeds."""
     grid = [c for c in frame.columns if str(c).startswith("grid.")]
     varying = [c for c in grid if frame.groupby("label")[c].nunique(dropna=False).max() > 1]
@@ -614,7 +614,7 @@ def plot_landscapes(artefacts: list[Artefact]) -> list:
     side on SHARED contour levels, at most four panels a row; 1-D ones as overlaid curves."""
     import matplotlib.pyplot as plt
 
-    from analysis.landscape import plot_side_by_side
+    from analysis.probes.landscape import plot_side_by_side
 
     labels = _artefact_labels(artefacts)
     groups: dict[tuple, list] = {}
@@ -743,11 +743,11 @@ def fp16_table(store) -> pd.DataFrame:
     """One row per float16 run of a Newton model in the store: whether it overflowed and its peaks.
 
     Reads each run's ``result.json`` (``nonfinite``: the step and layer where a loss turned
-    non-finite) and ``fp16_peaks.json`` (``analysis.numerics.second_order_peaks``); a run lacking
+    non-finite) and ``fp16_peaks.json`` (``analysis.probes.fp16_peaks.second_order_peaks``); a run lacking
     the peaks file shows NaN there.
     """
-    from analysis.numerics import FP16_MAX
-    from experiments.rundir import RunDir
+    from analysis.probes.fp16_peaks import FP16_MAX
+    from experiments.runs.store import RunDir
 
     index = _as_index(store)
     rows = []
@@ -777,7 +777,7 @@ def plot_fp16_peaks(table: pd.DataFrame):
     runs that hit a non-finite loss are drawn as red crosses."""
     import matplotlib.pyplot as plt
 
-    from analysis.numerics import FP16_MAX
+    from analysis.probes.fp16_peaks import FP16_MAX
 
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.2), sharey=True)
     labels = list(dict.fromkeys(table["label"]))
@@ -840,7 +840,7 @@ def plot_curvature(artefacts: list[Artefact]):
     """Smoothed Hessian spectral densities (SLQ, log scale), one panel per result; returns the Figure."""
     import matplotlib.pyplot as plt
 
-    from analysis.curvature import SpectralDensity, plot_spectral_density
+    from analysis.probes.curvature import SpectralDensity, plot_spectral_density
 
     labels = _artefact_labels(artefacts)
     ncols = min(len(artefacts), _MAX_PANELS)
@@ -1182,7 +1182,7 @@ def build_notebook(paper: str, *, audit_json: Path | str, store: Path | str, rep
                             "AUDIT_JSON": _relative(Path(audit_json), out), "REPORTS": _relative(Path(reports), out)})
     for i, cell in enumerate(nb.cells):
         cell.id = f"cell-{i:02d}"  # nbformat draws random ids; fixed ones keep a rebuild byte-identical
-    repo_root = str(Path(__file__).resolve().parent.parent)
+    repo_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     # The kernel imports this very checkout even where the package is not installed.
     env["PYTHONPATH"] = os.pathsep.join([repo_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -1208,7 +1208,7 @@ def build_notebook(paper: str, *, audit_json: Path | str, store: Path | str, rep
                                              f"kernel output:\n{tail}") from None
     _compact_outputs(nb)
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    from experiments.provenance import provenance, provenance_line
+    from experiments.runs.provenance import provenance, provenance_line
 
     # What built this notebook: the command, commit and machine (the cells show the audit's own).
     prov = provenance("cpu")

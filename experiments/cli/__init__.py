@@ -27,7 +27,7 @@ def add_reproduce(sub) -> None:
 
 
 def _cmd_reproduce(args) -> int:
-    from experiments.reporting import markdown_table
+    from experiments.report.tables import markdown_table
     from experiments.reproduce import get_reproduction
 
     rep = get_reproduction(args.reproduction)
@@ -43,7 +43,7 @@ def _cmd_reproduce(args) -> int:
 
 
 def add_audit(sub) -> None:
-    from experiments.audit import PROFILES
+    from experiments.audit.run import PROFILES
 
     p = sub.add_parser("audit", help="check every claim and write reports/AUDIT.md (+ audit.json, audit.csv)",
                        description="Run the checks of every claim in ../shared/CLAIMS.md (theory checks, numeric "
@@ -74,9 +74,9 @@ def add_audit(sub) -> None:
 
 
 def _cmd_audit(args) -> int:
-    from experiments.audit import EmpiricalOptions, run_audit
+    from experiments.audit.run import EmpiricalOptions, run_audit
     from experiments.claims import VERDICTS
-    from experiments.reporting import markdown_table
+    from experiments.report.tables import markdown_table
 
     ids = [c.strip() for c in args.claims.split(",") if c.strip()]
     if args.workers is not None and args.workers < 1:
@@ -110,7 +110,7 @@ def _cmd_claims(args) -> int:
 
     from analysis.validation import check_choice
     from experiments.claims import CLAIMS, PAPERS
-    from experiments.reporting import markdown_table
+    from experiments.report.tables import markdown_table
 
     if args.paper is not None:
         check_choice("--paper", args.paper, PAPERS)
@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules that define ``add_subcommand(subparsers)``; each sets ``func`` on its parser.
-_SUBCOMMAND_MODULES: list[str] = ["experiments.models_cli", "experiments.train", "experiments.risk_gap_cli", "experiments.landscape_cli", "experiments.report", "experiments.sweep"]
+_SUBCOMMAND_MODULES: list[str] = ["experiments.cli.models", "experiments.runs.train", "experiments.cli.risk_gap", "experiments.cli.landscape", "experiments.report", "experiments.runs.sweep"]
 
 
 def _subcommand_adders():

@@ -1,0 +1,4 @@
+from experiments.cli import main
+import sys
+
+sys.exit(main())

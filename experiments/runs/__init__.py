@@ -1,0 +1,1 @@
+"""Runs: data, training, the results store (run directories), sweeps, data parallelism."""

@@ -219,3 +219,18 @@ def get_claim(claim_id: str) -> Claim:
         return CLAIMS_BY_ID[claim_id]
     except KeyError:
         raise KeyError(f"unknown claim id {claim_id!r}; known ids: {', '.join(CLAIMS_BY_ID)}") from None
+
+
+def check_names(paper: str) -> set[str]:
+    """Names of the training checks (and their sweeps) that settle ``paper``'s empirical claims."""
+    return {c.settled_by.split(":", 1)[1] for c in CLAIMS if c.paper == paper and c.settled_by.startswith("empirical:")}
+
+
+def paper_of_check(name: str) -> str | None:
+    """The paper whose empirical check is called ``name`` (or ``<prefix>-name``, as the audit's sweeps are)."""
+    low = name.lower()
+    for paper in PAPERS:
+        names = check_names(paper)
+        if low in names or any(low.endswith("-" + n) for n in names):
+            return paper
+    return None

@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules that define ``add_subcommand(subparsers)``; each sets ``func`` on its parser.
-_SUBCOMMAND_MODULES: list[str] = ["experiments.cli.models", "experiments.runs.train", "experiments.cli.risk_gap", "experiments.cli.landscape", "experiments.report", "experiments.runs.sweep"]
+_SUBCOMMAND_MODULES: list[str] = ["experiments.cli.models", "experiments.cli.train", "experiments.cli.risk_gap",
+                                   "experiments.cli.landscape", "experiments.cli.report", "experiments.cli.sweep"]
 
 
 def _subcommand_adders():

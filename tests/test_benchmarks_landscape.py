@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import json
 
-from experiments.benchmarks import landscape_speed
+import numpy as np
+
+from experiments.benchmarks import landscape_speed, precision_probe
+from experiments.runs.store import TrainConfig
+from experiments.runs.train import train
 
 
 def test_landscape_benchmark_smoke_writes_tables(tmp_path):
@@ -28,12 +32,6 @@ def test_landscape_benchmark_smoke_writes_tables(tmp_path):
 
 
 def test_precision_probe_orders_the_precisions(tmp_path):
-    import numpy as np
-
-    from experiments.benchmarks import precision_probe
-    from experiments.runs.store import TrainConfig
-    from experiments.runs.train import train
-
     cfg = TrainConfig(model="resnet20", dataset="synthetic", model_options={"width": 2},
                       dataset_options={"seed": 0, "n_train": 64, "n_test": 16, "num_classes": 4}, epochs=1,
                       batch_size=32)

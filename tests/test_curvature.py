@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from analysis.plotting.curvature import plot_spectral_density
+from analysis.plotting.landscape import save_figure
 from analysis.probes.curvature import (
     HessianOperator,
     SpectralDensity,
@@ -14,11 +16,9 @@ from analysis.probes.curvature import (
     hutchinson_trace,
     hutchpp_trace,
     lanczos,
-    plot_spectral_density,
     power_iteration_eigenvalues,
     spectral_density,
 )
-from analysis.probes.landscape import save_figure
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from analysis.models import build_model
+from analysis.plotting.landscape import plot_contour, plot_curve, plot_side_by_side, save_figure
 from analysis.probes.landscape import (
     Directions,
     LandscapeResult,
@@ -19,14 +22,10 @@ from analysis.probes.landscape import (
     loss_landscape_reference,
     merge_landscapes,
     normalize_direction,
-    plot_contour,
-    plot_curve,
-    plot_side_by_side,
     random_directions,
-    save_figure,
     trajectory_pca_directions,
 )
-from analysis.models import build_model
+from analysis.probes.landscape.engines.sequential import cpu_channels_last_safe
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -568,8 +567,6 @@ def test_auto_engine_on_cpu_is_sequential_and_exact():
     # On a CPU "auto" evaluates point by point with the model's own layers (the fastest there); it
     # must give the vmap path's numbers for every BatchNorm mode: float64 models, losses ~2, sums in
     # another order -> 1e-10 relative.
-    import warnings
-
     data = _data(4, 5)
     bn_model = _tiny_bn_net()
     dirs = random_directions(bn_model, 2, bn_statistics_too=True)
@@ -607,13 +604,10 @@ def test_sequential_engine_channels_last_matches_vmap_on_a_zoo_model(noise_floor
     # ResNet-20 at width 8 takes the channels_last CPU path (no 1x1 stride-2 conv below 8 channels);
     # float32, losses ~2.3, other summation order and layout: tolerance from the vmap engine's noise
     # floor, as the grouped engine's.
-    from analysis.probes.landscape import _cpu_channels_last_safe
-    from analysis.models import build_model
-
     torch.manual_seed(0)
     model = build_model("resnet20", num_classes=10, width=8).eval()
-    assert _cpu_channels_last_safe(model)
-    assert not _cpu_channels_last_safe(build_model("resnet20", num_classes=10, width=2))
+    assert cpu_channels_last_safe(model)
+    assert not cpu_channels_last_safe(build_model("resnet20", num_classes=10, width=2))
     data = _data(8, 10, size=32, dtype=torch.float32)
     dirs = random_directions(model, 2, seed=1)
     seq = loss_landscape(model, dirs, data, [-0.5, 0.5], [0.0, 0.5], engine="sequential")
@@ -679,3 +673,4 @@ def test_calling_inside_autocast_is_refused_not_silently_stale():
         with pytest.raises(RuntimeError, match="autocast"):
             loss_landscape_reference(model, dirs, data, axis, axis)
     assert np.isfinite(loss_landscape(model, dirs, data, axis, axis).loss).all()  # outside: fine
+

@@ -1,5 +1,6 @@
-"""Tests of analysis/oai.py and the oai-table2 reproduction: errors, shapes, the trained nets'
-recurrences, determinism and the command line end to end."""
+"""Tests of analysis/theory/oai.py, the shared activations (analysis/theory/activations.py), the
+Table 2 nets (analysis/models/oai_table2.py) and the oai-table2 reproduction: errors, shapes, the
+trained nets' recurrences, determinism and the command line end to end."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.theory import oai
+from analysis.models.oai_table2 import TABLE2_METHODS, Table2Net
+from analysis.theory import activations, oai
 from analysis.validation import AssumptionError
 from experiments import cli
 from experiments.reproduce import get_reproduction
@@ -29,6 +31,37 @@ def test_unknown_activation_lists_the_valid_ones():
         oai.psi("gelu", 1.0)
     with pytest.raises(ValueError, match="activation must be one of"):
         oai.gradient_descent_z(np.zeros(2), np.eye(2), "Sigmoid", 1)
+    # The shared switch accepts every name of activations.NAMES; Lemma 1 needs Table 1's Psi.
+    with pytest.raises(ValueError, match=r"activation must be one of 'sigmoid', .*'softsign'; got 'identity'"):
+        oai.feedforward_x(np.zeros(2), np.eye(2), "identity", 1)
+
+
+def test_shared_activation_errors_name_the_choices_and_parameters():
+    with pytest.raises(ValueError, match=r"activation must be one of 'identity', 'linear', 'relu', .*; got 'gelu'"):
+        activations.activation("gelu")
+    with pytest.raises(ValueError, match=r"alpha must be >= 0; got -0.1"):
+        activations.activation("leaky_relu", alpha=-0.1)
+    with pytest.raises(ValueError, match=r"a must be > 0; got 0"):
+        activations.activation_derivative("elu", a=0.0)
+    assert oai.activation is activations.activation  # one switch, re-exported
+
+
+@pytest.mark.parametrize("name", activations.NAMES)
+def test_activation_derivative_matches_central_differences(name):
+    t = np.linspace(-6.0, 6.0, 241)
+    t = t[np.all([np.abs(t - k) > 1e-3 for k in activations.KINKS.get(name, ())], axis=0)]
+    phi = activations.activation(name, alpha=0.2, a=1.5)
+    h = 1e-6
+    fd = (phi(t + h) - phi(t - h)) / (2 * h)
+    # Rounding eps |phi| / h <= 2e-16 * 6 / 1e-6 ~ 1e-9 and truncation h^2 max|phi^(3)| / 6 <= 1e-12.
+    np.testing.assert_allclose(activations.activation_derivative(name, alpha=0.2, a=1.5)(t), fd, rtol=0, atol=1e-8)
+
+
+def test_activation_values_at_the_kinks_and_the_linear_alias():
+    assert activations.activation("linear")([2.5]) == activations.activation("identity")([2.5]) == 2.5
+    np.testing.assert_array_equal(activations.activation_derivative("relu")([0.0, 1.0]), [0.0, 1.0])
+    np.testing.assert_array_equal(activations.activation_derivative("elu", a=2.0)([0.0]), [2.0])
+    np.testing.assert_array_equal(activations.activation("leaky_relu", alpha=0.5)([-2.0, 3.0]), [-1.0, 3.0])
 
 
 @pytest.mark.parametrize("W, pattern", [
@@ -70,12 +103,12 @@ def test_wrong_shapes_are_named():
 
 def test_table2net_errors():
     with pytest.raises(ValueError, match=r"method must be one of 'admm', 'gd', 'hb', 'agd', 'agd2'; got 'sgd'"):
-        oai.Table2Net("sgd", 3)
-    net = oai.Table2Net("gd", 2, 5, copies=2)
+        Table2Net("sgd", 3)
+    net = Table2Net("gd", 2, 5, copies=2)
     with pytest.raises(ValueError, match=r"x must have shape \(copies=2, batch, width=5\); got \(1, 4, 5\)"):
         net(torch.zeros(1, 4, 5))
     with pytest.raises(ValueError, match="one generator per copy"):
-        oai.Table2Net("gd", 2, 5, copies=2, generators=[torch.Generator()])
+        Table2Net("gd", 2, 5, copies=2, generators=[torch.Generator()])
 
 
 def test_config_errors():
@@ -119,13 +152,13 @@ def test_iterations_to_accuracy_reports_divergence():
     assert counts[0] == 51  # step 0.5 > 2 / L = 0.2 diverges
 
 
-@pytest.mark.parametrize("method", oai.TABLE2_METHODS)
+@pytest.mark.parametrize("method", TABLE2_METHODS)
 def test_table2net_is_the_papers_recurrence(method):
     """With one shared W, no bias and float64, each net is the numpy recurrence of its equation."""
     n, depth = 5, 6
     W = np.random.default_rng(1).standard_normal((n, n)) / np.sqrt(n)
     x0 = np.random.default_rng(2).standard_normal(n)
-    net = oai.Table2Net(method, depth, n, bias=False, dtype=torch.float64)
+    net = Table2Net(method, depth, n, bias=False, dtype=torch.float64)
     with torch.no_grad():
         for w in net.weight:
             w.copy_(torch.tensor(W)[None])
@@ -141,7 +174,7 @@ def test_table2net_is_the_papers_recurrence(method):
 
 
 def test_table2net_same_generators_same_init_across_methods():
-    nets = [oai.Table2Net(m, 3, 4, copies=2, generators=[torch.Generator().manual_seed(s) for s in (0, 1)])
+    nets = [Table2Net(m, 3, 4, copies=2, generators=[torch.Generator().manual_seed(s) for s in (0, 1)])
             for m in ("gd", "admm")]
     for a, b in zip(nets[0].parameters(), nets[1].parameters()):
         assert torch.equal(a, b)
@@ -163,7 +196,7 @@ def test_cli_reproduce_oai_table2_end_to_end(tmp_path, capsys):
         assert (tmp_path / name).is_file(), name
     assert (tmp_path / "oai_table2_curves.png").stat().st_size < 100_000
     table = pd.read_csv(tmp_path / "oai_table2.csv")
-    assert len(table) == 2 * 5 and set(table.method) == set(oai.TABLE2_METHODS)
+    assert len(table) == 2 * 5 and set(table.method) == set(TABLE2_METHODS)
     curves = pd.read_csv(tmp_path / "oai_table2_curves.csv")
     assert sorted(curves.epoch.unique()) == t2.checkpoint_epochs(3, 3)
     assert set(curves.split) == {"train", "heldout"} and curves.mse.gt(0).all()

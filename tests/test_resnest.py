@@ -140,8 +140,10 @@ def test_unknown_loss_lists_valid_ones(problem):
     x, y, w0, blocks = problem
     with pytest.raises(ValueError, match="loss must be one of 'squared', 'cross_entropy'; got 'hinge'"):
         rn.a_resnest_risk(rn.resnest_features(x, blocks, w0), y, loss="hinge")
+    with pytest.raises(ValueError, match="activation must be one of 'identity', 'linear', 'relu'"):
+        rn.activation("gelu")
     with pytest.raises(ValueError, match="activation must be one of"):
-        rn.activation("gelu", np.zeros(2))
+        rn.random_feature_map(np.random.default_rng(0), 2, 1, act="gelu")(np.zeros((1, 2)))
 
 
 def test_cross_entropy_needs_probabilities(problem):

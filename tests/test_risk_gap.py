@@ -8,11 +8,15 @@ import pytest
 import torch
 
 import analysis.probes.risk_gap as rg
+from analysis.plotting.risk_gap import plot_risk_gap
+from analysis.probes.risk_gap import RiskGapResult, risk_gap
 from analysis.theory.rn import a_resnest_risk
-from analysis.probes.risk_gap import RiskGapResult, plot_risk_gap, risk_gap
+from experiments import cli
+from experiments.cli import risk_gap as risk_gap_cli
+from experiments.cli import train as train_cli
 from experiments.runs.data import iterate_batches, load_dataset
-from experiments.runs.store import TrainConfig
-from experiments.runs.train import load_run, train
+from experiments.runs.store import TrainConfig, load_run
+from experiments.runs.train import train
 
 DATA_OPTS = {"seed": 0, "n_train": 256, "n_test": 96, "num_classes": 4, "noise": 60.0}
 
@@ -159,14 +163,10 @@ def test_errors(a_model, data):
 
 
 def test_cli_end_to_end(tmp_path):
-    from experiments import cli
-    from experiments.cli import risk_gap as risk_gap_cli
-    from experiments.runs import train as train_mod
-
-    assert {"experiments.cli.train", "experiments.cli.risk_gap"} <= set(cli._SUBCOMMAND_MODULES)
+    assert {train_cli, risk_gap_cli} <= set(cli.SUBCOMMANDS)
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
-    train_mod.add_subcommand(sub)
+    train_cli.add_subcommand(sub)
     risk_gap_cli.add_subcommand(sub)
     run = tmp_path / "run"
     args = parser.parse_args(["train", "a_resnest20", "--data", "synthetic", "--data-option", "n_train=128",

@@ -2,6 +2,7 @@ import os
 
 from hypothesis import settings
 
+from theory_checks.evidence import evidence  # noqa: F401  (the fixture every theory check records with)
 from theory_checks.profiles import register_profiles
 
 register_profiles()

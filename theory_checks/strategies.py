@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-MAX_DIM = 8
+from analysis.theory.oai import ACTIVATIONS as ACTIVATION_NAMES
+from analysis.theory.rn import random_resnest, resnest_features
 
-# The activations of OAI Table 1; the ND and NRL checks use ReLU from the same list.
-ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "swish")
+MAX_DIM = 8
 
 
 def seeds() -> st.SearchStrategy[int]:
@@ -86,6 +86,7 @@ def norm_bounded_matrices(draw, rows: int | None = None, cols: int | None = None
 
 
 def activation_names() -> st.SearchStrategy[str]:
+    """The six activations of the claim OAI-table1 (``analysis.theory.oai.ACTIVATIONS``)."""
     return st.sampled_from(ACTIVATION_NAMES)
 
 
@@ -165,8 +166,6 @@ def rn_problems(draw, *, bottleneck: bool = True, min_blocks: int = 1, max_block
                 planted: bool = False):
     """dict(x, Y, W0, blocks, M, n_out): the residual width M is >= sum_{i<L} K_i (eq (10)) when
     ``bottleneck``, else M = N_in (no expansion, L >= 2 so the condition fails)."""
-    from analysis.theory.rn import random_resnest
-
     n_in = draw(dims(1, 2))
     n_blocks = draw(st.integers(min_value=max(min_blocks, 1 if bottleneck else 2), max_value=max_blocks))
     n_out = draw(st.integers(min_value=1 if loss == "squared" else 2, max_value=max(max_n_out, 2)))
@@ -186,8 +185,6 @@ def rn_problems(draw, *, bottleneck: bool = True, min_blocks: int = 1, max_block
         # targets with a planted A-ResNEst signal: every block's coefficients are O(1), so the (P_phi)
         # minimiser has a well-conditioned W_{L+1} and moderate W_L (pure-noise targets make the
         # coefficients on x_{L-1} tiny and push W_L ~ 1e3, out of L-BFGS's reach in float64)
-        from analysis.theory.rn import resnest_features
-
         v = np.hstack(resnest_features(x, blocks, w0))
         z = v @ gen.standard_normal((v.shape[1], n_out)) + 0.5 * gen.standard_normal((RN_SAMPLES, n_out))
         if loss == "squared":
@@ -203,8 +200,6 @@ def rn_problems(draw, *, bottleneck: bool = True, min_blocks: int = 1, max_block
 
 
 def _rn_well_conditioned(problem, max_coef: float = 30.0) -> bool:
-    from analysis.theory.rn import resnest_features
-
     v = np.hstack(resnest_features(problem["x"], problem["blocks"], problem["W0"]))
     h = np.linalg.lstsq(v, problem["Y"], rcond=None)[0]
     sv = np.linalg.svd(v, compute_uv=False)

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -67,14 +68,14 @@ def _problem_scale(layers, R, Sigma) -> float:
 # IM-T1
 # --------------------------------------------------------------------------------------------
 @pytest.mark.claim("IM-T1")
-def test_im_t1_risk_and_gradient_formulas(record_property):
+def test_im_t1_risk_and_gradient_formulas(evidence):
     """The closed-form risk matches a moment-matched sample and its gradient matches torch autograd.
 
     IM-T1 setting: f(A) = E||Y - (I + A_l)...(I + A_1) X||^2, Y = R X + xi, X ~ N(0, Sigma);
-    review: f(A) = ||E(A) Sigma^{1/2}||^2 + C. Gradient grad_{A_i} f = 2 L_i^T E Sigma R_i^T.
+    review: f(A) = ||E(A) Sigma^{1/2}||^2 + C. Gradient grad_{A_i} f = 2 L_i^T E Sigma R_i^T. IM
+    Theorem 1 ("every critical point with max_i ||A_i|| <= tau < 1 is a global minimum") is a
+    statement about this gradient, so the other IM-T1 checks rest on it.
     """
-    evidence = []
-
     @given(d=S.dims(1, 5), depth=st.integers(1, 5), data=st.data())
     def check(d, depth, data):
         layers = data.draw(S.residual_layer_stacks(d, depth, max_tau=1.5))
@@ -108,15 +109,14 @@ def test_im_t1_risk_and_gradient_formulas(record_property):
         assert abs(f - f_torch) <= tol, (f, f_torch, tol)
         err = float(np.max(np.abs(g - g_torch)))
         assert err <= tol, (err, tol)
-        evidence.append(err / tol)
+        evidence.add(err / tol)
 
     check()
-    record_property("evidence", f"gradient vs autograd: max abs error <= {max(evidence):.1e} x its tolerance "
-                                f"over {len(evidence)} examples")
+    evidence.record(f"gradient vs autograd: max abs error <= {evidence.max():.1e} x its tolerance")
 
 
 @pytest.mark.claim("IM-T1")
-def test_im_t1_gradient_lower_bounds_optimality_gap(record_property):
+def test_im_t1_gradient_lower_bounds_optimality_gap(evidence):
     """With max ||A_i|| <= tau < 1, ||grad f||^2 >= 4 l (1-tau)^{2(l-1)} sigma_min(Sigma) (f - f*), so grad f = 0 forces f = f*.
 
     IM Theorem 1: "For every tau < 1, every critical point A of f with max_i ||A_i|| <= tau is a
@@ -124,8 +124,6 @@ def test_im_t1_gradient_lower_bounds_optimality_gap(record_property):
     grad f(A) = 0 this can only be if E(A) = 0"; the paper's eq. (2.3)). The gradient is taken
     from torch autograd, not from the library's formula; f* = d * noise_variance.
     """
-    evidence = []
-
     @given(d=S.dims(1, 5), depth=st.integers(1, 6), data=st.data())
     def check(d, depth, data):
         layers = data.draw(S.residual_layer_stacks(d, depth, max_tau=0.95))
@@ -139,16 +137,14 @@ def test_im_t1_gradient_lower_bounds_optimality_gap(record_property):
         # Both sides are computed to relative accuracy ~ (depth + 3) d eps * scale; 100x that margin.
         slack = 100.0 * (depth + 3) * d * EPS * _problem_scale(layers, R, Sigma) ** 2
         assert grad_sq + slack >= c * gap, (grad_sq, c, gap)
-        ratio = grad_sq / (c * gap)
-        evidence.append(ratio)
+        evidence.add(grad_sq / (c * gap), worst="min")
 
     check()
-    record_property("evidence", f"min ||grad f||^2 / (c (f - f*)) = {min(evidence):.3g} (>= 1 required) "
-                                f"over {len(evidence)} examples")
+    evidence.record(f"min ||grad f||^2 / (c (f - f*)) = {evidence.min():.3g} (>= 1 required)")
 
 
 @pytest.mark.claim("IM-T1")
-def test_im_t1_gradient_descent_from_small_norms_reaches_global_minimum(record_property):
+def test_im_t1_gradient_descent_from_small_norms_reaches_global_minimum(evidence):
     """Gradient descent from max ||A_i|| <= 0.1 reaches f* (gap below 1e-12 of its start) without leaving the tau < 1 region.
 
     IM Theorem 1 and footnote 5 ("a lower bound on the gradient which does guarantee
@@ -156,12 +152,8 @@ def test_im_t1_gradient_descent_from_small_norms_reaches_global_minimum(record_p
     R = expm(M) with ||M|| <= 0.5 has a global minimum of small norm (IM-small), so the domain of
     interest contains one.
     """
-    evidence = []
-
     @given(d=S.dims(2, 5), depth=st.integers(2, 5), data=st.data())
     def check(d, depth, data):
-        import scipy.linalg
-
         layers = data.draw(S.residual_layer_stacks(d, depth, max_tau=0.1))
         M = data.draw(S.norm_bounded_matrices(d, d, bound=0.5, min_fraction=0.2, max_fraction=1.0))
         R = scipy.linalg.expm(M)
@@ -176,10 +168,10 @@ def test_im_t1_gradient_descent_from_small_norms_reaches_global_minimum(record_p
         assert gaps[-1] <= 1e-12 * gaps[0], (gaps[0], gaps[-1])
         f_end, g_end = _torch_risk_and_grad(final, R, Sigma, 0.0)
         assert f_end <= 1e-12 * gaps[0] + 1e-15
-        evidence.append(gaps[-1] / gaps[0])
+        evidence.add(gaps[-1] / gaps[0])
 
     check()
-    record_property("evidence", f"after 300 steps final/initial gap <= {max(evidence):.1e} over {len(evidence)} examples")
+    evidence.record(f"after 300 steps final/initial gap <= {evidence.max():.1e}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +184,7 @@ def _all_minus_identity_point(d: int, depth: int, R: np.ndarray, Sigma: np.ndarr
 
 
 @pytest.mark.claim("IM-spurious")
-def test_im_spurious_all_minus_identity_is_a_non_global_critical_point(record_property):
+def test_im_spurious_all_minus_identity_is_a_non_global_critical_point(evidence):
     """With l >= 3 and every A_i = -I the product is 0 and the autograd gradient is exactly 0, yet f - f* = ||R Sigma^{1/2}||^2 > 0.
 
     IM-spurious: "without the norm bound, spurious critical points exist (e.g. with l >= 3, every
@@ -200,8 +192,6 @@ def test_im_spurious_all_minus_identity_is_a_non_global_critical_point(record_pr
     gradient (each partial derivative keeps one zero factor); l >= 3 also makes the Hessian zero
     (every second derivative keeps a zero factor), so the point is not even a strict saddle.
     """
-    evidence = []
-
     @given(d=S.dims(1, 5), depth=st.integers(3, 8), data=st.data())
     def check(d, depth, data):
         R = data.draw(S.gaussian_matrices(d, d))
@@ -215,21 +205,19 @@ def test_im_spurious_all_minus_identity_is_a_non_global_critical_point(record_pr
         assert gap > 0 and abs(gap - expected) <= 10 * d * EPS * (expected + d)
         # The library gradient agrees (it is exact zero by the same mechanism).
         assert np.array_equal(population_risk_gradient(layers, R, Sigma), np.zeros_like(g))
-        evidence.append(gap / expected)
+        evidence.add(gap, worst="min")
 
     check()
-    record_property("evidence", f"gradient exactly 0 and f - f* = ||R Sigma^1/2||_F^2 > 0 in all {len(evidence)} examples")
+    evidence.record(f"gradient exactly 0 and f - f* = ||R Sigma^1/2||_F^2 >= {evidence.min():.3g} > 0")
 
 
 @pytest.mark.claim("IM-T1", role="assumption")
-def test_im_t1_norm_bound_is_needed_at_tau_one(record_property):
+def test_im_t1_norm_bound_is_needed_at_tau_one(evidence):
     """Dropping tau < 1 (here max ||A_i|| = 1 exactly, A_i = -I) yields a critical point that is not a global minimum.
 
     IM Theorem 1 requires max_i ||A_i|| <= tau < 1; at tau = 1 the factors I + A_i may be singular
     and the gradient lower bound of the proof degenerates (constant 4 l (1 - tau)^{2(l-1)} = 0).
     """
-    evidence = []
-
     @given(d=S.dims(1, 5), depth=st.integers(3, 8), data=st.data())
     def check(d, depth, data):
         R = data.draw(S.gaussian_matrices(d, d))
@@ -243,17 +231,17 @@ def test_im_t1_norm_bound_is_needed_at_tau_one(record_property):
         assert gap > 1e-8 * np.linalg.norm(R) ** 2
         with pytest.raises(AssumptionError, match="tau < 1"):
             gradient_domination_constant(layers, Sigma)
-        evidence.append(gap)
+        evidence.add(gap, worst="min")
 
     check()
-    record_property("evidence", f"A_i = -I (tau = 1): gradient 0 yet f - f* >= {min(evidence):.3g} ({len(evidence)} examples)")
+    evidence.record(f"A_i = -I (tau = 1): gradient 0 yet f - f* >= {evidence.min():.3g}")
 
 
 # --------------------------------------------------------------------------------------------
 # IM-small
 # --------------------------------------------------------------------------------------------
 @pytest.mark.claim("IM-small")
-def test_im_small_construction_is_global_minimum_within_bound(record_property):
+def test_im_small_construction_is_global_minimum_within_bound(evidence):
     """For det R > 0 and l >= 3 gamma our polar construction gives prod(I + A_i*) = R with max ||A_i*|| <= (4 pi + 3 gamma)/l.
 
     IM footnote 4: "there exists a global minimum A* of the population risk fulfilling
@@ -261,8 +249,6 @@ def test_im_small_construction_is_global_minimum_within_bound(record_property):
     Hardt & Ma assume det R > 0 (the review omits it; see the next test). A* is a global minimum
     because prod(I + A_i*) = R makes f(A*) = f* (checked on the risk as well).
     """
-    evidence = []
-
     @given(d=S.dims(1, 6), extra=st.integers(0, 30), data=st.data())
     def check(d, extra, data):
         R = data.draw(S.positive_determinant_matrices(d, max_gamma=3.0))
@@ -281,15 +267,14 @@ def test_im_small_construction_is_global_minimum_within_bound(record_property):
         Sigma = np.eye(d)
         # f - f* = ||prod - R||_F^2 <= d^2 tol^2.
         assert population_risk(layers, R, Sigma, 1.0) - global_minimum_risk(R, 1.0) <= d * d * tol**2 + 1e-20
-        evidence.append(float(norms.max() / bound))
+        evidence.add(float(norms.max() / bound))
 
     check()
-    record_property("evidence", f"prod = R and max ||A_i*|| / ((4 pi + 3 gamma)/l) <= {max(evidence):.3f} "
-                                f"over {len(evidence)} examples")
+    evidence.record(f"prod = R and max ||A_i*|| / ((4 pi + 3 gamma)/l) <= {evidence.max():.3f}")
 
 
 @pytest.mark.claim("IM-small", role="assumption")
-def test_im_small_needs_positive_determinant(record_property):
+def test_im_small_needs_positive_determinant(evidence):
     """For det R < 0 no layers with max ||A_i|| <= (4 pi + 3 gamma)/l < 1 reach R: det(I + A_i) > 0 forces f - f* >= sigma_min(Sigma) sigma_min(R)^2.
 
     The assumption det R > 0 of Hardt & Ma Thm 2.1, which the review's footnote 4 (and so IM-small
@@ -299,8 +284,6 @@ def test_im_small_needs_positive_determinant(record_property):
     hence f - f* >= sigma_min(Sigma). Sampled layers at the bound confirm it, and the construction
     refuses such R.
     """
-    evidence = []
-
     @given(d=S.dims(1, 5), depth=st.integers(14, 40), data=st.data())
     def check(d, depth, data):
         gen = np.random.default_rng(data.draw(S.seeds()))
@@ -316,11 +299,10 @@ def test_im_small_needs_positive_determinant(record_property):
         assert gap >= floor * (1 - 1e-9), (gap, floor)
         with pytest.raises(AssumptionError, match="det R > 0"):
             small_norm_global_minimum(R, depth)
-        evidence.append(gap / floor)
+        evidence.add(gap / floor, worst="min")
 
     check()
-    record_property("evidence", f"det R = -1: f - f* >= {min(evidence):.3g} sigma_min(Sigma) > 0 for layers within "
-                                f"the bound ({len(evidence)} examples)")
+    evidence.record(f"det R = -1: f - f* >= {evidence.min():.3g} sigma_min(Sigma) > 0 for layers within the bound")
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,7 +333,7 @@ def _separated_unit_points(draw, n: int, d: int):
 
 
 @pytest.mark.claim("IM-T2")
-def test_im_t2_residual_relu_network_fits_separated_points(record_property):
+def test_im_t2_residual_relu_network_fits_separated_points(evidence):
     """Our Theorem-2 construction outputs the exact one-hot label of every one of n unit-norm points, with ceil(n/k) layers and <= 16 (n log2 n + r^2) parameters.
 
     IM Theorem 2: "There exists a residual network with O(n log n + r^2) parameters that
@@ -360,8 +342,6 @@ def test_im_t2_residual_relu_network_fits_separated_points(record_property):
     constant 16 is derived in ``theorem2_parameter_budget``. The fit is checked with a torch
     forward pass written here.
     """
-    evidence = []
-
     @given(n=st.integers(4, 48), r=st.integers(2, 8), data=st.data())
     def check(n, r, data):
         width = math.ceil(math.log2(n)) + 1
@@ -382,11 +362,12 @@ def test_im_t2_residual_relu_network_fits_separated_points(record_property):
         params = count_parameters(net)["trainable"]
         assert params == net.depth * (2 * width**2 + width) + r * width + r + r * r
         assert params <= theorem2_parameter_budget(n, r), (params, theorem2_parameter_budget(n, r))
-        evidence.append((err, params / (n * math.log2(n) + r * r)))
+        evidence.add(err, "fit error")
+        evidence.add(params / (n * math.log2(n) + r * r), "params / (n log2 n + r^2)")
 
     check()
-    record_property("evidence", f"one-hot fit max err {max(e[0] for e in evidence):.1e}; params / (n log2 n + r^2) "
-                                f"<= {max(e[1] for e in evidence):.2f} over {len(evidence)} examples")
+    evidence.record(f"one-hot fit max err {evidence.max('fit error'):.1e}; params / (n log2 n + r^2) "
+                    f"<= {evidence.max('params / (n log2 n + r^2)'):.2f}")
 
 
 def _min_dist(x: np.ndarray) -> float:
@@ -395,8 +376,13 @@ def _min_dist(x: np.ndarray) -> float:
 
 
 @pytest.mark.claim("IM-T2")
-def test_im_t2_fits_after_random_projection(record_property):
-    """With inputs in R^30 and width k = 7 < d (random first-layer projection, review footnote 7) the construction still fits all 40 points exactly."""
+def test_im_t2_fits_after_random_projection(evidence):
+    """With inputs in R^30 and width k = 7 < d (random first-layer projection, review footnote 7) the construction still fits all 40 points exactly.
+
+    IM Theorem 2: "a ReLU residual net with O(n log n + r^2) parameters fits n points separated by
+    rho > 0 perfectly", for inputs of any dimension once a random projection maps them to width k.
+    The fit is checked with the torch forward pass written here.
+    """
     gen = np.random.default_rng(2017)
     n, d, r, width = 40, 30, 5, 7
     x = gen.standard_normal((n, d))
@@ -409,11 +395,11 @@ def test_im_t2_fits_after_random_projection(record_property):
     assert err <= 1e-9
     params = count_parameters(net)
     assert params["trainable"] <= theorem2_parameter_budget(n, r)
-    record_property("evidence", f"d=30 -> k=7: exact fit (err {err:.1e}), {net.depth} layers, {params['trainable']} params")
+    evidence.record(f"d=30 -> k=7: exact fit (err {err:.1e}), {net.depth} layers, {params['trainable']} params")
 
 
 @pytest.mark.claim("IM-T2", role="assumption")
-def test_im_t2_separation_is_needed():
+def test_im_t2_separation_is_needed(evidence):
     """With rho = 0 (one input carrying two labels) no network fits: any map gives both copies the same output, and the construction refuses."""
     gen = np.random.default_rng(7)
     x = gen.standard_normal((6, 3))
@@ -426,3 +412,5 @@ def test_im_t2_separation_is_needed():
     assert np.array_equal(out[5], out[0]) and out[5].argmax() != labels[5]
     with pytest.raises(AssumptionError, match="coincide"):
         fit_residual_relu_network(x, labels, width=4, num_classes=3)
+    evidence.record(f"rho = 0: the copy of x_0 gets x_0's output (class {out[5].argmax()} for label {labels[5]}); "
+                    "the construction refuses coinciding points")

@@ -52,35 +52,18 @@ def autograd_hessian(A: np.ndarray, x: np.ndarray) -> np.ndarray:
     return torch.autograd.functional.hessian(_F_torch(A), xt).numpy()
 
 
-class _Measure:
-    """One number per hypothesis example, summarised as its worst case for the audit's evidence."""
-
-    def __init__(self, label: str, worst: str = "max"):
-        self.label, self.worst, self.values = label, worst, []
-
-    def add(self, value: float) -> None:
-        self.values.append(float(value))
-
-    def summary(self) -> str:
-        if not self.values:
-            return f"{self.label}: no example ran"
-        value = max(self.values) if self.worst == "max" else min(self.values)
-        return f"{self.label}: {self.worst} {value:.2g} over {len(self.values)} examples"
-
-
 def spec(M: np.ndarray) -> float:
     return float(np.linalg.norm(M, 2))
 
 
 # --- ND-P1 -------------------------------------------------------------------------------------
 @pytest.mark.claim("ND-P1")
-def test_nd_p1_gradient_formula(record_property):
+def test_nd_p1_gradient_formula(evidence):
     """grad F(x) = A[x - Phi(Ax)] (eq (4)) matches torch autograd for symmetric A and any x.
 
     Prop. 1: "If A in S^n, x in R^n, Phi is an ReLU ... grad F(x) = A[x - Phi(Ax)]" for
     F(x) = x^T A x / 2 - 1^T P(Ax), eq (3)-(4).
     """
-    evidence = _Measure("|eq(4) - autograd| / scale", "max")
 
     @given(A=symmetric_matrices(max_abs_eig=2.0, min_abs_eig=0.1), seed=seeds())
     def check(A, seed):
@@ -93,20 +76,19 @@ def test_nd_p1_gradient_formula(record_property):
         scale = spec(A) * np.linalg.norm(x) * (1.0 + spec(A))
         err = np.linalg.norm(g - ref)
         assert err <= 4 * n * EPS * scale, f"|grad - autograd| = {err:.3g}, scale {scale:.3g}"
-        evidence.add(err / scale)
+        evidence.add(err / scale, "|eq(4) - autograd| / scale")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 @pytest.mark.claim("ND-P1")
-def test_nd_p1_fixed_point_identity(record_property):
+def test_nd_p1_fixed_point_identity(evidence):
     """x - A^{-1} grad F(x) = Phi(Ax) (eq (5)): the PlainNet step is a quasi-Newton step with H = A^{-1}.
 
     Prop. 1 proof, eq (5): x_{k+1} = x_k - A^{-1} grad F(x_k) = Phi(Ax_k). The gradient comes from
     autograd and A^{-1} g from a dense solve, not from eq (4).
     """
-    evidence = _Measure("|x - A^-1 grad F(x) - Phi(Ax)| / |x|", "max")
 
     @given(A=symmetric_matrices(max_abs_eig=1.0, min_abs_eig=0.2), seed=seeds())
     def check(A, seed):
@@ -121,20 +103,19 @@ def test_nd_p1_fixed_point_identity(record_property):
         assert err <= tol, f"|x - A^-1 grad F - Phi(Ax)| = {err:.3g} > {tol:.3g}"
         # m = 0 in eq (15) computes x + (Phi(Ax) - x): exact up to two roundings of size |x| + |Ax|.
         assert np.allclose(nd.quasi_newton_step(A, x, 0), expected, rtol=0, atol=4 * EPS * np.linalg.norm(x) * 2)
-        evidence.add(err / np.linalg.norm(x))
+        evidence.add(err / np.linalg.norm(x), "|x - A^-1 grad F(x) - Phi(Ax)| / |x|")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 @pytest.mark.claim("ND-P1", role="assumption")
-def test_nd_p1_gradient_needs_symmetric_a(record_property):
+def test_nd_p1_gradient_needs_symmetric_a(evidence):
     """With A non-symmetric, A[x - Phi(Ax)] is not the gradient of F (autograd differs by far more than round-off).
 
     The true gradient is (A + A^T) x / 2 - A^T Phi(Ax); it differs from eq (4) by
     (A - A^T)(Phi(Ax) - x / 2), non-zero for generic x once A != A^T. Prop. 1 assumes A in S^n.
     """
-    evidence = _Measure("relative gap eq(4) vs autograd, non-symmetric A", "min")
 
     @given(B=gaussian_matrices(rows=6, cols=6), seed=seeds())
     def check(B, seed):
@@ -146,47 +127,51 @@ def test_nd_p1_gradient_needs_symmetric_a(record_property):
         # Round-off on either side is ~ 4 n EPS ~ 5e-15 relative (see the symmetric test); 1e-6 is far
         # above it, so a gap this big is a genuine counterexample, not noise.
         assert rel > 1e-6, f"eq (4) unexpectedly matched autograd for non-symmetric A (rel gap {rel:.2e})"
-        evidence.add(rel)
+        evidence.add(rel, "relative gap eq(4) vs autograd, non-symmetric A", worst="min")
         with pytest.raises(AssumptionError, match="A must be symmetric"):
             nd.gradient(A, x)
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 @pytest.mark.claim("ND-P1", role="assumption")
-@given(S=symmetric_matrices(n=5, max_abs_eig=1.0), seed=seeds(), t=st.floats(2.0, 100.0))
-def test_nd_p1_problem_unbounded_without_positive_definite_a(S, seed, t):
+def test_nd_p1_problem_unbounded_without_positive_definite_a(evidence):
     """With A only symmetric (Prop. 1's assumption), problem (3) can be unbounded below on x >= 0, so Phi(Ax_k) -> 0 finds a stationary point, not a minimiser.
 
     Prop. 1 says the iteration "solves" min_{x >= 0} F(x). F is 2-homogeneous (F(tx) = t^2 F(x),
     t > 0), so one feasible v with F(v) < 0 makes inf F = -inf. Sec 3.3's positive definite A
     with ||A|| < 1 excludes this (then F(x) >= (1 - ||A||) x^T A x / 2 >= 0 = F(0)).
     """
-    v = np.abs(rng(seed).standard_normal(5)) + 0.1
-    # Push v^T A v below 0 along v v^T, then rescale to ||A|| = 0.9 (a positive scale keeps the sign).
-    A = S - (float(v @ S @ v) / float(v @ v) ** 2 + 1.0 / float(v @ v)) * np.outer(v, v)
-    A = 0.9 * A / spec(A)
-    Fv = nd.objective(A, v)
-    assert Fv < 0.0
-    # F(t v) = t^2 F(v) exactly up to rounding (relative 10 n EPS): F goes to -inf along t v.
-    assert nd.objective(A, t * v) == pytest.approx(t * t * Fv, rel=50 * EPS * 5)
-    x = v.copy()
-    for _ in range(200):
-        x = nd.quasi_newton_step(A, x, 0)
-    # ||x_{k+1}|| <= ||A|| ||x_k|| = 0.9 ||x_k||: after 200 steps ||x|| <= 0.9^200 ||v|| ~ 7e-10 ||v||.
-    assert np.linalg.norm(x) <= 0.9 ** 200 * np.linalg.norm(v) * (1 + 1e-12)
+    @given(S=symmetric_matrices(n=5, max_abs_eig=1.0), seed=seeds(), t=st.floats(2.0, 100.0))
+    def check(S, seed, t):
+        v = np.abs(rng(seed).standard_normal(5)) + 0.1
+        # Push v^T A v below 0 along v v^T, then rescale to ||A|| = 0.9 (a positive scale keeps the sign).
+        A = S - (float(v @ S @ v) / float(v @ v) ** 2 + 1.0 / float(v @ v)) * np.outer(v, v)
+        A = 0.9 * A / spec(A)
+        Fv = nd.objective(A, v)
+        assert Fv < 0.0
+        # F(t v) = t^2 F(v) exactly up to rounding (relative 10 n EPS): F goes to -inf along t v.
+        assert nd.objective(A, t * v) == pytest.approx(t * t * Fv, rel=50 * EPS * 5)
+        x = v.copy()
+        for _ in range(200):
+            x = nd.quasi_newton_step(A, x, 0)
+        # ||x_{k+1}|| <= ||A|| ||x_k|| = 0.9 ||x_k||: after 200 steps ||x|| <= 0.9^200 ||v|| ~ 7e-10 ||v||.
+        assert np.linalg.norm(x) <= 0.9 ** 200 * np.linalg.norm(v) * (1 + 1e-12)
+        evidence.add(Fv / float(v @ v), "F(v) / ||v||^2 on a feasible v >= 0")
+
+    check()
+    evidence.record()
 
 
 # --- ND-hess -----------------------------------------------------------------------------------
 @pytest.mark.claim("ND-hess")
-def test_nd_hess_matches_autograd(record_property):
+def test_nd_hess_matches_autograd(evidence):
     """Hessian A - A Diag[Phi'(Ax)] A (eq (6)) equals torch's autograd Hessian off the ReLU kinks.
 
     Eq (6): grad^2 F(x) = A - A Diag[Phi'(Ax)] A. x is drawn with every |(Ax)_i| >= 0.1, so ReLU's
     derivative is unambiguous at x.
     """
-    evidence = _Measure("max |eq(6) - autograd Hessian|", "max")
 
     @given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=2.0, margin=0.1))
     def check(problem):
@@ -198,14 +183,14 @@ def test_nd_hess_matches_autograd(record_property):
         tol = 4 * n * EPS * max(1.0, spec(A)) ** 2
         err = np.max(np.abs(H - ref))
         assert err <= tol, f"max |eq(6) - autograd| = {err:.3g} > {tol:.3g}"
-        evidence.add(err)
+        evidence.add(err, "|eq(6) - autograd Hessian|")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 @pytest.mark.claim("ND-hess")
-def test_nd_hess_matches_finite_differences(record_property):
+def test_nd_hess_matches_finite_differences(evidence):
     """Central differences of the autograd gradient reproduce eq (6)'s Hessian to round-off away from kinks.
 
     Eq (6). Margin: every |(Ax)_i| >= delta = 0.1. With step h = delta / (2 ||A||_2),
@@ -213,7 +198,6 @@ def test_nd_hess_matches_finite_differences(record_property):
     Diag[Phi'(Ax)] is constant and F is exactly quadratic: the central difference of the gradient
     then has no truncation error, only round-off.
     """
-    evidence = _Measure("max |eq(6) - central FD| / tolerance", "max")
 
     @given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=2.0, margin=0.1))
     def check(problem):
@@ -232,10 +216,10 @@ def test_nd_hess_matches_finite_differences(record_property):
         tol = 2 * 4 * n * EPS * gscale / (2 * h)
         err = np.max(np.abs(H - fd))
         assert err <= tol, f"max |eq(6) - FD| = {err:.3g} > {tol:.3g} (h = {h:.3g})"
-        evidence.add(err / tol)
+        evidence.add(err / tol, "|eq(6) - central FD| / tolerance")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 # --- ND-neumann --------------------------------------------------------------------------------
@@ -244,13 +228,12 @@ def _dense_inverse_hessian(A, x):
 
 
 @pytest.mark.claim("ND-neumann")
-def test_nd_neumann_series_converges_within_bound(record_property):
+def test_nd_neumann_series_converges_within_bound(evidence):
     """Neumann partial sums of eq (7) converge to the dense inverse Hessian, within ||A||^{m+1}/(1-||A||) ||A^{-1}|| for every m.
 
     Eq (7): if ||A||_2 < 1, [grad^2 F(x)]^{-1} = sum_{n>=0} (Diag[Phi'(Ax)] A)^n A^{-1}; truncating after
     m terms leaves at most ||A||^{m+1} / (1 - ||A||) ||A^{-1}|| (geometric tail, ||DA|| <= ||A||).
     """
-    evidence = _Measure("truncation error / bound (m <= 10, above round-off)", "max")
 
     @given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=0.8, margin=0.1))
     def check(problem):
@@ -266,14 +249,14 @@ def test_nd_neumann_series_converges_within_bound(record_property):
         assert np.all(errors <= bounds + floor), f"bound broken at m = {int(np.argmax(errors - bounds))}"
         # ||A|| <= 0.8: the bound at m = 160 is 0.8^161 / 0.2 * 5 ~ 6e-15, so the series has converged.
         assert errors[-1] <= floor
-        evidence.add(np.max(errors[:11] / bounds[:11]))
+        evidence.add(np.max(errors[:11] / bounds[:11]), "truncation error / bound (m <= 10, above round-off)")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 @pytest.mark.claim("ND-neumann")
-def test_nd_neumann_tail_not_negligible(record_property):
+def test_nd_neumann_tail_not_negligible(evidence):
     """The gap [grad^2 F]^{-1} - A^{-1} (the tail n >= 1 of eq (7)) has spectral norm >= 1/(1 + ||A||) > 1/2 whenever a unit is active.
 
     Eq (7): "the remaining term sum_{n>=1} (Diag[Phi'(Ax)] A)^n A^{-1} cannot be neglected". How we
@@ -282,7 +265,6 @@ def test_nd_neumann_tail_not_negligible(record_property):
     perturbation that shrinks with ||A||, x or n. The tail is computed as dense inverse Hessian
     minus A^{-1}, not from the series.
     """
-    evidence = _Measure("||tail||_2 (1 + ||A||_2), >= 1 claimed", "min")
 
     @given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=0.95, margin=0.1))
     def check(problem):
@@ -294,36 +276,40 @@ def test_nd_neumann_tail_not_negligible(record_property):
         slack = 200 * n * EPS * 200 * 100
         got = spec(tail)
         assert got >= lower - slack, f"||tail|| = {got:.3g} < 1/(1+||A||) = {lower:.3g}"
-        evidence.add(got / lower)
+        evidence.add(got / lower, "||tail||_2 (1 + ||A||_2), >= 1 claimed", worst="min")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 @pytest.mark.claim("ND-neumann", role="assumption")
-@given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=0.95, margin=0.1, active="none"))
-def test_nd_neumann_tail_vanishes_without_active_units(problem):
+def test_nd_neumann_tail_vanishes_without_active_units(evidence):
     """With no active unit (Ax < 0, so Diag[Phi'(Ax)] = 0) A^{-1} is the exact inverse Hessian: 'not negligible' needs some (Ax)_i > 0.
 
     Eq (7)'s tail is (I - DA)^{-1} D, zero for D = 0. Sec 3.3's setting (A positive definite,
     x >= 0, x != 0) always has an active unit, since x^T A x > 0 forces some (Ax)_i > 0.
     """
-    A, x = problem
-    n = A.shape[0]
-    tail = _dense_inverse_hessian(A, x) - np.linalg.inv(A)
-    # Two inverses with cond <= 0.95 / 0.2 ~ 5 and norm <= 5: round-off ~ cond n EPS ||A^{-1}||.
-    assert spec(tail) <= 100 * n * EPS * 5 * 5
+    @given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=0.95, margin=0.1, active="none"))
+    def check(problem):
+        A, x = problem
+        n = A.shape[0]
+        tail = _dense_inverse_hessian(A, x) - np.linalg.inv(A)
+        # Two inverses with cond <= 0.95 / 0.2 ~ 5 and norm <= 5: round-off ~ cond n EPS ||A^{-1}||.
+        assert spec(tail) <= 100 * n * EPS * 5 * 5
+        evidence.add(spec(tail), "||tail||_2 with no active unit")
+
+    check()
+    evidence.record()
 
 
 @pytest.mark.claim("ND-neumann", role="assumption")
-def test_nd_neumann_diverges_when_norm_above_one(record_property):
+def test_nd_neumann_diverges_when_norm_above_one(evidence):
     """With ||A||_2 > 1 the Neumann partial sums move away from the inverse Hessian (error grows geometrically).
 
     Eq (7) assumes ||A||_2 < 1. Here all units are active (D = I), every |eig(A)| in [1.2, 2], so
     the inverse Hessian (A - A^2)^{-1} exists but the error of S_m is max_i |l_i|^{m+1}/|1 - l_i| / |l_i|,
     growing at least like 1.2^m. The truncation bound refuses such A.
     """
-    evidence = _Measure("error growth S_30 vs S_10 (||A|| >= 1.2)", "min")
 
     @given(problem=nd_problems(min_abs_eig=1.2, max_abs_eig=2.0, margin=0.1, active="all"))
     def check(problem):
@@ -332,12 +318,12 @@ def test_nd_neumann_diverges_when_norm_above_one(record_property):
         errors = np.linalg.norm(nd.neumann_partial_sums(A, x, 30) - ref, ord=2, axis=(1, 2))
         # Growth by >= 1.2^20 ~ 38 between m = 10 and m = 30 (largest |eigenvalue| >= 1.2); ask for 10.
         assert errors[30] > 10 * errors[10] > 10 * errors[0]
-        evidence.add(errors[30] / errors[10])
+        evidence.add(errors[30] / errors[10], "error growth S_30 vs S_10 (||A|| >= 1.2)", worst="min")
         with pytest.raises(AssumptionError, match="spectral norm < 1"):
             nd.neumann_truncation_bound(A, 3)
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 # --- ND-linear-rate ----------------------------------------------------------------------------
@@ -358,7 +344,7 @@ def _sec33_like(draw):
 
 
 @pytest.mark.claim("ND-linear-rate")
-def test_nd_linear_rate_m0_linear_not_superlinear(record_property):
+def test_nd_linear_rate_m0_linear_not_superlinear(evidence):
     """For m = 0, ||x_{k+1}|| / ||x_k|| stays in [lambda_min(A), ||A||] subset (0, 1) and settles to a constant: linear, never superlinear.
 
     Sec 3.1 / Appendix B (not in our text): "the above quasi-Newton method only has a linear
@@ -367,7 +353,6 @@ def test_nd_linear_rate_m0_linear_not_superlinear(record_property):
     gives ||x_{k+1}|| >= lambda_min ||x_k||. The iteration is positively homogeneous, so we
     normalise x_k each step (same ratios, no underflow over 200 steps).
     """
-    evidence = _Measure("limit ratio ||x_k+1||/||x_k|| in [lambda_min, ||A||]", "min")
 
     @given(problem=_sec33_like())
     def check(problem):
@@ -386,21 +371,20 @@ def test_nd_linear_rate_m0_linear_not_superlinear(record_property):
         tail = ratios[-10:]
         assert np.ptp(tail) < 0.05
         assert 0.0 < tail[-1] < 1.0
-        evidence.add(tail[-1])
+        evidence.add(tail[-1], "limit ratio ||x_k+1||/||x_k|| in [lambda_min, ||A||]", worst="min")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 @pytest.mark.claim("ND-linear-rate")
-def test_nd_linear_rate_m_terms_vs_newton(record_property):
+def test_nd_linear_rate_m_terms_vs_newton(evidence):
     """The m-term quasi-Newton step equals Phi((DA)^{m+1} x), so any finite m is still linear (rate <= ||A||^{m+1}), while the exact Newton step reaches x* = 0 at once.
 
     Eq (8)/(15): H_k A = sum_{n<=m} (DA)^n and Phi(Ax) - x = -(I - DA) x, so
     x + H_k A (Phi(Ax) - x) = (DA)^{m+1} x (telescoping). Eq (10) with the exact inverse gives
     x + U^{-1}(-U x) = 0. This explains Table 2's m = 0, 1, 2 counts of 72, 36, 24 = 72 / (m + 1).
     """
-    evidence = _Measure("|Newton step x_1| / |x_0|", "max")
 
     @given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=0.9, margin=0.1), m=st.integers(0, 4))
     def check(problem, m):
@@ -416,22 +400,21 @@ def test_nd_linear_rate_m_terms_vs_newton(record_property):
         newton = nd.newton_step(A, x)
         # U has cond <= 1.9 / 0.1 = 19: the solve is accurate to ~ 19 n EPS ||x||.
         assert np.linalg.norm(newton) <= 100 * 19 * n * EPS * np.linalg.norm(x)
-        evidence.add(np.linalg.norm(newton) / np.linalg.norm(x))
+        evidence.add(np.linalg.norm(newton) / np.linalg.norm(x), "|Newton step x_1| / |x_0|")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 # --- ND-resnet ---------------------------------------------------------------------------------
 @pytest.mark.claim("ND-resnet")
-def test_nd_resnet_block_is_quasi_newton_step(record_property):
+def test_nd_resnet_block_is_quasi_newton_step(evidence):
     """Phi[(I - H A) x + H A Phi(Ax)] (eq (8)) as the ResNet block (9) equals P_C[x - H grad F(x)] (autograd gradient), for any H and for the Neumann H_k.
 
     Eq (8)-(9): x_{k+1} = P_C[x_k - H_k grad F(x_k)] = Phi[(I - H_k A) x_k + H_k A Phi(Ax_k)], read
     as Phi[W_s x + W_1 Phi(W_2 x)] with W_s = I - H_k A, W_1 = H_k A, W_2 = A (Fig. 1(b)); m = 0
     gives W_s = 0, the PlainNet.
     """
-    evidence = _Measure("|ResNet block - P_C[x - H grad F]| / scale", "max")
 
     @given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=0.9, margin=0.05),
            H=gaussian_matrices(rows=8, cols=8), m=st.integers(0, 3))
@@ -454,10 +437,10 @@ def test_nd_resnet_block_is_quasi_newton_step(record_property):
         if m == 0:
             # H = A^{-1}: W_s = I - A^{-1} A vanishes to round-off (cond(A) <= 5), the PlainNet of eq (2).
             assert spec(Ws) <= 100 * n * EPS * 5
-        evidence.add(worst)
+        evidence.add(worst, "|ResNet block - P_C[x - H grad F]| / scale")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 # --- ND-cg -------------------------------------------------------------------------------------
@@ -469,13 +452,12 @@ def _dense_system(A, x):
 
 
 @pytest.mark.claim("ND-cg")
-def test_nd_cg_solves_u_y_eq_r_in_n_steps(record_property):
+def test_nd_cg_solves_u_y_eq_r_in_n_steps(evidence):
     """Alg. 1 on Q y = b (Q = U^T U, b = U^T r) reaches y = U^{-1} r (dense solve) in n steps.
 
     Eq (11)-(14), Alg. 1: "the CG method needs at most n iterations to get the solution". U and r
     are built here from the definitions, and y checked against np.linalg.solve(U, r).
     """
-    evidence = _Measure("|y_n - U^-1 r| / tolerance after n CG steps", "max")
 
     @given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=0.9, margin=0.05), start=st.sampled_from(["x", "zero"]))
     def check(problem, start):
@@ -490,20 +472,19 @@ def test_nd_cg_solves_u_y_eq_r_in_n_steps(record_property):
         tol = 100 * 361 * n * EPS * (np.linalg.norm(y_star) + np.linalg.norm(y0))
         err = np.linalg.norm(result.solution - y_star)
         assert err <= tol, f"|y_n - U^-1 r| = {err:.3g} > {tol:.3g} after {result.steps} steps"
-        evidence.add(err / tol)
+        evidence.add(err / tol, "|y_n - U^-1 r| / tolerance after n CG steps")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 @pytest.mark.claim("ND-cg")
-def test_nd_cg_eq17_expansion(record_property):
+def test_nd_cg_eq17_expansion(evidence):
     """Eq (17)'s expansion y - DAy - ADy + ADAy - b equals the direct product U^T U y - b for ReLU's 0/1 mask.
 
     Eq (17): g = Qy - b = [I - A Diag[Phi'(Ax)]][I - Diag[Phi'(Ax)] A] y - b
     = y - Diag[Phi'] A y - A Diag[Phi'] y + A Diag[Phi'] A y - b.
     """
-    evidence = _Measure("|eq(17) - (Qy - b)| / tolerance", "max")
 
     @given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=2.0, margin=0.05), seed=seeds())
     def check(problem, seed):
@@ -516,20 +497,19 @@ def test_nd_cg_eq17_expansion(record_property):
         tol = 20 * n * EPS * ((1 + spec(A)) ** 2 * np.linalg.norm(y) + np.linalg.norm(b))
         err = np.linalg.norm(got - (Q @ y - b))
         assert err <= tol
-        evidence.add(err / tol)
+        evidence.add(err / tol, "|eq(17) - (Qy - b)| / tolerance")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 @pytest.mark.claim("ND-cg", role="assumption")
-def test_nd_cg_eq17_needs_binary_mask(record_property):
+def test_nd_cg_eq17_needs_binary_mask(evidence):
     """With a non-binary activation derivative (leaky ReLU, Phi' in {0.1, 1}) eq (17)'s expansion is not Qy - b.
 
     Eq (17) writes A Diag[Phi'] A y for A Diag[Phi']^2 A y, true only if Phi' is 0/1 (ReLU); the
     gap is A (D - D^2) A y with D - D^2 = 0.09 on the inactive units.
     """
-    evidence = _Measure("|eq(17) - (Qy - b)| / scale, leaky-ReLU mask", "min")
 
     @given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=2.0, margin=0.05), seed=seeds())
     def check(problem, seed):
@@ -547,24 +527,23 @@ def test_nd_cg_eq17_needs_binary_mask(record_property):
         scale = (1 + spec(A)) ** 2 * np.linalg.norm(y)
         # Round-off would be ~ 20 n EPS scale ~ 1e-13 scale; 1e-6 scale is a genuine gap.
         assert gap > 1e-6 * scale, f"gap {gap:.3g} (scale {scale:.3g})"
-        evidence.add(gap / scale)
+        evidence.add(gap / scale, "|eq(17) - (Qy - b)| / scale, leaky-ReLU mask", worst="min")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 # --- ND-block ----------------------------------------------------------------------------------
 
 
 @pytest.mark.claim("ND-block")
-def test_nd_block_reproduces_cg_iterates(record_property):
+def test_nd_block_reproduces_cg_iterates(evidence):
     """Alg. 2 with linear maps (W1 = -DA, W2 = -AD, W3 = DA, W4 = A or the mask as 'dropout'), threshold -b and Alg. 1's alpha_t, beta_t computes Alg. 1's y_t and x_{k+1} = ReLU(x_k + y_N).
 
     Alg. 2 lines 1-14 against Alg. 1 with y_0 = x_k (sec 3.3), eq (17) mapping: g^(1) ~ -DAy,
     g^(2) ~ -ADy, g^(3) ~ ADAy and the threshold ~ -b (the paper: "b can be simply viewed as a
     threshold"; Alg. 2 line 6 omits it). alpha_t, beta_t: Alg. 1's step sizes (learnable in the net).
     """
-    evidence = _Measure("max_t |y_t(Alg. 2) - y_t(Alg. 1)| / scale", "max")
 
     @given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=0.9, margin=0.05), N=st.integers(1, 8),
            absorb=st.booleans())
@@ -583,20 +562,19 @@ def test_nd_block_reproduces_cg_iterates(record_property):
         err = np.max(np.linalg.norm(ys - cg.iterates, axis=1))
         assert err <= tol, f"max_t |y_t(Alg. 2) - y_t(Alg. 1)| = {err:.3g} > {tol:.3g}"
         assert np.linalg.norm(x_next - nd.newton_cg_step(A, x, N)) <= tol
-        evidence.add(err / scale)
+        evidence.add(err / scale, "max_t |y_t(Alg. 2) - y_t(Alg. 1)| / scale")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()
 
 
 @pytest.mark.claim("ND-block", role="assumption")
-def test_nd_block_needs_threshold_b(record_property):
+def test_nd_block_needs_threshold_b(evidence):
     """Alg. 2 as printed (no threshold b in line 6) does not compute Alg. 1's iterates: it runs CG on Q y = 0.
 
     Eq (17) has a -b term; Alg. 2 line 6 (g_t = y_t + g^(1) + g^(2) + g^(3)) drops it. Since
     b = U^T r = -Q x_k depends on x_k, no constant bias can stand in for it.
     """
-    evidence = _Measure("|y_1(no threshold) - y_1(Alg. 1)| / |x|", "min")
 
     @given(problem=nd_problems(min_abs_eig=0.2, max_abs_eig=0.9, margin=0.05), N=st.integers(1, 8))
     def check(problem, N):
@@ -608,7 +586,7 @@ def test_nd_block_needs_threshold_b(record_property):
         gap = np.linalg.norm(ys[1] - cg.iterates[1])
         # y_1 differs by alpha_0 * b; |alpha_0| >= 1 / ||Q|| >= 1 / 3.61 and ||b|| = ||Q x|| >= 0.01 ||x||.
         assert gap > 1e-6 * np.linalg.norm(x), f"gap {gap:.3g}"
-        evidence.add(gap / np.linalg.norm(x))
+        evidence.add(gap / np.linalg.norm(x), "|y_1(no threshold) - y_1(Alg. 1)| / |x|", worst="min")
 
     check()
-    record_property("evidence", evidence.summary())
+    evidence.record()

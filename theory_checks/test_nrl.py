@@ -87,15 +87,13 @@ def _newton_stacks(draw, d: int, L: int):
 # NRL-block
 # --------------------------------------------------------------------------------------------
 @pytest.mark.claim("NRL-block")
-def test_nrl_block_alpha_zero_is_residual_block(record_property):
+def test_nrl_block_alpha_zero_is_residual_block(evidence):
     """With a = 0 the Newton block (eq. (2), and eq. (3) with activations) returns exactly the residual block's output.
 
     NRL eq. (1)-(3): "x_{t+1} = x_t + C x_t + a N2(N1(x_t) * C x_t)"; with activations
     phi(x + f(x) + a N2(N1(x) * f(x))), f(x) = C2 phi(C1 x); with a = 0 it is the residual block.
     Exact equality: 0 * (finite) = 0 and adding 0 is exact in IEEE arithmetic.
     """
-    count = []
-
     @given(d=S.dims(1, 6), n=st.integers(1, 5), act=st.sampled_from(["relu", "tanh", "identity"]), data=st.data())
     def check(d, n, act, data):
         x = data.draw(S.gaussian_matrices(n, d))
@@ -107,17 +105,21 @@ def test_nrl_block_alpha_zero_is_residual_block(record_property):
         quad = ((x @ N1.T) * (x @ C.T)) @ N2.T
         diff = newton_block(x, C, 1.0, N1, N2) - residual_block(x, C)
         assert np.allclose(diff, quad, rtol=0, atol=64 * d * EPS * (1 + np.abs(x).max()) ** 2 * d)
-        count.append(1)
+        evidence.add(float(np.max(np.abs(quad))), worst="min")
 
     check()
-    record_property("evidence", f"a = 0: bitwise equal to the residual block in {len(count)} examples")
+    evidence.record(f"a = 0: bitwise equal to the residual block; the quadratic term it removes (a = 1) "
+                    f"has max entry >= {evidence.min():.2g}")
 
 
 @pytest.mark.claim("NRL-block")
-def test_nrl_block_matches_direct_torch_forward(record_property):
-    """Eq. (1), (2), (3) and both residual blocks agree with a direct torch nn.Linear forward pass; eq. (2) with N1 = N2 = I is eq. (1) with S = C."""
-    errs = []
+def test_nrl_block_matches_direct_torch_forward(evidence):
+    """Eq. (1), (2), (3) and both residual blocks agree with a direct torch nn.Linear forward pass; eq. (2) with N1 = N2 = I is eq. (1) with S = C.
 
+    NRL-block, eq. (1)-(3): "Newton block x_{t+1} = x_t + C x_t + a * N2(N1(x_t) * C x_t); with
+    activations phi(x + f(x) + a*N2(N1(x)*f(x)))". The reference blocks are built here from
+    ``torch.nn.Linear`` layers, independent of the library's matrix products.
+    """
     @given(d=S.dims(1, 6), n=st.integers(1, 5), act=st.sampled_from(["relu", "tanh"]),
            alpha=st.floats(-2.0, 2.0), data=st.data())
     def check(d, n, act, alpha, data):
@@ -140,28 +142,28 @@ def test_nrl_block_matches_direct_torch_forward(record_property):
         # Entries are sums of <= 3 d products of Gaussian entries of size ~1 (the quadratic term
         # ~ d); round-off <= 4 d eps times that magnitude, for two different summation orders.
         scale = (1.0 + abs(alpha)) * (1.0 + float(np.max(np.abs(x)))) ** 2 * d ** 2
+        worst = 0.0
         for key, (a, b) in got.items():
             err = float(np.max(np.abs(a - b)))
             assert err <= 8 * d * EPS * scale, (key, err)
-            errs.append(err / scale)
+            worst = max(worst, err)
+        evidence.add(worst / scale)
 
     check()
-    record_property("evidence", f"max |numpy - torch| / scale = {max(errs):.1e} over eq (1)-(3) and residual blocks")
+    evidence.record(f"max |numpy - torch| / scale = {evidence.max():.1e} over eq (1)-(3) and residual blocks")
 
 
 # --------------------------------------------------------------------------------------------
 # NRL-poly
 # --------------------------------------------------------------------------------------------
 @pytest.mark.claim("NRL-poly")
-def test_nrl_poly_residual_stack_is_one_linear_map(record_property):
+def test_nrl_poly_residual_stack_is_one_linear_map(evidence):
     """Without activations a stack of L residual blocks is linear, h(s x + t y) = s h(x) + t h(y), and equals the single matrix (I + C_L)...(I + C_1).
 
     NRL sec. 3.1 / 4.2: a linear residual stack "can do no better than the best linear
     classifier". The matrix is checked against torch autograd Jacobians at two random points
     (a linear map has the same Jacobian everywhere).
     """
-    errs = []
-
     @given(d=S.dims(1, 6), L=st.integers(1, 8), s=st.floats(-3, 3), t=st.floats(-3, 3), data=st.data())
     def check(d, L, s, t, data):
         gen = S.rng(data.draw(S.seeds()))
@@ -185,10 +187,10 @@ def test_nrl_poly_residual_stack_is_one_linear_map(record_property):
         assert lin_err <= tol * (abs(s) + abs(t)) * max(np.abs(x).max(), np.abs(y).max()) * 3
         assert float(np.max(np.abs(J1 - M))) <= tol and float(np.max(np.abs(J2 - M))) <= tol
         assert float(np.max(np.abs(residual_stack(x, Cs) - M @ x))) <= tol * np.abs(x).sum()
-        errs.append(float(np.max(np.abs(J1 - M))) / tol)
+        evidence.add(float(np.max(np.abs(J1 - M))) / tol)
 
     check()
-    record_property("evidence", f"Jacobian = (I+C_L)...(I+C_1) everywhere, max error <= {max(errs):.1e} x tolerance")
+    evidence.record(f"Jacobian = (I+C_L)...(I+C_1) everywhere, max error <= {evidence.max():.1e} x tolerance")
 
 
 def _finite_difference(values: np.ndarray, order: int) -> np.ndarray:
@@ -198,7 +200,7 @@ def _finite_difference(values: np.ndarray, order: int) -> np.ndarray:
 
 
 @pytest.mark.claim("NRL-poly")
-def test_nrl_poly_newton_stack_has_degree_exactly_2_to_L(record_property):
+def test_nrl_poly_newton_stack_has_degree_exactly_2_to_L(evidence):
     """Along a random line a stack of L Newton blocks is a polynomial of degree exactly 2^L: the (2^L+1)-th finite difference vanishes and the 2^L-th is 2^L! h^{2^L} Q_L(v) != 0.
 
     NRL sec. 3.1 / 4.2: "a stack of L Newton blocks is a polynomial of degree up to 2^L"; for
@@ -206,8 +208,6 @@ def test_nrl_poly_newton_stack_has_degree_exactly_2_to_L(record_property):
     of the library's polynomial arithmetic); the library's exact line polynomial is also checked
     against that forward pass at random t.
     """
-    margins = []
-
     @given(d=S.dims(1, 4), L=st.integers(1, 3), data=st.data())
     def check(d, L, data):
         Cs, alphas, N1s, N2s = data.draw(_newton_stacks(d, L))
@@ -243,15 +243,15 @@ def test_nrl_poly_newton_stack_has_degree_exactly_2_to_L(record_property):
         t = gen.uniform(ts[0], ts[-1], size=3)
         direct = _torch_newton_stack(x0 + t[:, None] * v, Cs, alphas, N1s, N2s)
         assert np.max(np.abs(np.polynomial.polynomial.polyval(t, coef.T) - direct.T)) <= 2 * unit
-        margins.append(float(np.max(np.abs(lead))) / tol_lead)
+        evidence.add(float(np.max(np.abs(lead))) / tol_lead, worst="min")
 
     check()
-    record_property("evidence", f"degree exactly 2^L (L <= 3): top coefficient >= {min(margins):.1e} x its "
-                                f"round-off bound, next finite difference ~ 0, over {len(margins)} examples")
+    evidence.record(f"degree exactly 2^L (L <= 3): top coefficient >= {evidence.min():.1e} x its "
+                    "round-off bound, next finite difference ~ 0")
 
 
 @pytest.mark.claim("NRL-poly")
-def test_nrl_poly_one_newton_block_fits_x1_x2_where_residual_stacks_cannot(record_property):
+def test_nrl_poly_one_newton_block_fits_x1_x2_where_residual_stacks_cannot(evidence):
     """One Newton block outputs x1*x2 exactly; every linear residual stack (a linear map) leaves the whole target as error on a symmetric grid.
 
     NRL sec. 3.1 / 4.2 (the linear-network experiment's premise): the residual stack without
@@ -285,4 +285,4 @@ def test_nrl_poly_one_newton_block_fits_x1_x2_where_residual_stacks_cannot(recor
         w = gen.standard_normal(2)
         pred = residual_stack(x, Cs) @ w
         assert np.linalg.norm(pred - target) >= resid * (1 - 1e-12)
-    record_property("evidence", f"Newton block error 0; best linear-map error = ||target|| = {norm:.3f}")
+    evidence.record(f"Newton block error 0; best linear-map error = ||target|| = {norm:.3f}")

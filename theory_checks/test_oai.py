@@ -30,7 +30,7 @@ def _direct_feedforward(x0, W, name, steps):
     """x_{k+1} = phi(W x_k) evaluated directly (the right-hand side of Lemma 1)."""
     xs = [x0]
     for _ in range(steps):
-        xs.append(oai.activation(name, W @ xs[-1]))
+        xs.append(oai.activation(name)(W @ xs[-1]))
     return np.array(xs)
 
 
@@ -40,12 +40,6 @@ def _propagation_tol(steps: int, n: int, cond_u: float, scale: float) -> float:
     # errors grow at most geometrically: sum_k LIP_PHI^k <= steps * LIP_PHI^steps. Factor 8 for the
     # constants hidden in "~" (LAPACK's solve bound is a small multiple of n eps cond).
     return 8 * steps * LIP_PHI ** steps * n * EPS * cond_u * max(1.0, scale)
-
-
-def _record(record_property, values, template: str) -> None:
-    """Record one evidence line for the audit, from the values every hypothesis example produced."""
-    v = np.asarray(values, dtype=float)
-    record_property("evidence", template.format(min=v.min(), max=v.max()) + f" ({v.size} examples)")
 
 
 def _spd_setup(draw_w, x_seed):
@@ -60,14 +54,12 @@ def _spd_setup(draw_w, x_seed):
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.claim("OAI-lemma1")
-def test_oai_lemma1_gradient_formula(record_property):
+def test_oai_lemma1_gradient_formula(evidence):
     """Eq (9), grad f(z) = z - U phi(U z), matches central differences of f of eq (8) for every activation.
 
     Lemma 1's proof: with Psi' = phi, grad_z sum_i Psi(U_i^T z) = U phi(U^T z) = U phi(U z), so
     grad f(z_k) = z_k - U phi(U z_k) (9). Checked for symmetric U with condition <= 100.
     """
-    evidence = []
-
     @given(U=spd_matrices(max_condition=100.0), name=activation_names(), seed=seeds())
     def check(U, name, seed):
         n = U.shape[0]
@@ -82,23 +74,21 @@ def test_oai_lemma1_gradient_formula(record_property):
         # h * n * max|jump of phi'| <= h n. A wrong gradient is off by O(1).
         tol = 4 * EPS * fmag / h + h * h * n ** 3 / 6 + h * n
         err = float(np.max(np.abs(g - fd)))
-        evidence.append(err / tol)
+        evidence.add(err / tol)
         assert err <= tol, f"eq (9) vs central differences: {err:.3g} > {tol:.3g} for {name}"
 
     check()
-    _record(record_property, evidence, "max |eq (9) - central differences| = {max:.2g} x its tolerance")
+    evidence.record(f"max |eq (9) - central differences| = {evidence.max():.2g} x its tolerance")
 
 
 @pytest.mark.claim("OAI-lemma1")
-def test_oai_lemma1_gd_in_z_maps_back_to_feedforward(record_property):
+def test_oai_lemma1_gd_in_z_maps_back_to_feedforward(evidence):
     """Gradient descent (1) on f of eq (8) in z = U x, U = sqrt(W), mapped back by x = U^{-1} z, equals x_{k+1} = phi(W x_k).
 
     Lemma 1, eq (8)-(10): for W symmetric positive definite, GD with unit step on
     f(z) = ||z||^2/2 - sum_i Psi(U_i^T z) gives z_{k+1} = U phi(U z_k), hence
     x_{k+1} = phi(U^2 x_k) = phi(W x_k). Reference: direct evaluation of phi(W x_k).
     """
-    evidence = []
-
     @given(W=spd_matrices(max_condition=100.0), name=activation_names(), steps=st.integers(1, 8), seed=seeds())
     def check(W, name, steps, seed):
         W, U, x0 = _spd_setup(W, seed)
@@ -109,11 +99,11 @@ def test_oai_lemma1_gd_in_z_maps_back_to_feedforward(record_property):
         ref = _direct_feedforward(x0, W, name, steps)
         tol = _propagation_tol(steps, W.shape[0], cond_u, float(np.max(np.abs(ref))))
         err = float(np.max(np.abs(xs - ref)))
-        evidence.append(err / tol)
+        evidence.add(err / tol)
         assert err <= tol
 
     check()
-    _record(record_property, evidence, "max |U^-1 z_k - phi(W x_k)| = {max:.2g} x its round-off tolerance, cond(W) <= 100")
+    evidence.record(f"max |U^-1 z_k - phi(W x_k)| = {evidence.max():.2g} x its round-off tolerance, cond(W) <= 100")
 
 
 def _non_symmetric_positive(gen: np.random.Generator, n: int) -> np.ndarray:
@@ -127,15 +117,13 @@ def _non_symmetric_positive(gen: np.random.Generator, n: int) -> np.ndarray:
 
 
 @pytest.mark.claim("OAI-lemma1", role="assumption")
-def test_oai_lemma1_fails_without_symmetry(record_property):
+def test_oai_lemma1_fails_without_symmetry(evidence):
     """With W not symmetric, the lemma's recipe U = sqrt(W) (real, U^2 = W) maps GD back to phi(U^T U x), not phi(W x).
 
     Lemma 1 assumes W symmetric. For any real U, grad of sum_i Psi(U_i^T z) is U phi(U^T z), so
     GD on (8) mapped back is x_{k+1} = phi(U^T U x_k); U^T U is symmetric, so it cannot be W.
     Counterexample: W = S + A (S SPD, A antisymmetric), U = principal sqrtm(W) (real).
     """
-    evidence = []
-
     @given(n=dims(2, 6), name=st.sampled_from(INJECTIVE), seed=seeds())
     def check(n, name, seed):
         gen = rng(seed)
@@ -146,25 +134,23 @@ def test_oai_lemma1_fails_without_symmetry(record_property):
         gaps = []
         for x0 in X0:
             xs = oai.map_back(U, oai.gradient_descent_z(U @ x0, U, name, 1))
-            gaps.append(np.max(np.abs(xs[1] - oai.activation(name, W @ x0))))
+            gaps.append(np.max(np.abs(xs[1] - oai.activation(name)(W @ x0))))
         gap = float(max(gaps))
-        evidence.append(gap)
+        evidence.add(gap, worst="min")
         # Round-off is ~1e-15 here; a gap 1e7 times larger is a real discrepancy.
         assert gap > 1e-8
 
     check()
-    _record(record_property, evidence, "with U = sqrtm(W), W != W^T, one step: |U^-1 z_1 - phi(W x_0)| >= {min:.2g}")
+    evidence.record(f"with U = sqrtm(W), W != W^T, one step: |U^-1 z_1 - phi(W x_0)| >= {evidence.min():.2g}")
 
 
 @pytest.mark.claim("OAI-lemma1", role="assumption")
-def test_oai_lemma1_fails_without_positive_definiteness(record_property):
+def test_oai_lemma1_fails_without_positive_definiteness(evidence):
     """With W symmetric but indefinite, sqrt(W) is not real and the real stand-in sqrt(|W|) maps GD back to phi(|W| x), not phi(W x).
 
     Lemma 1 assumes W positive definite. Any real U has U^T U positive semi-definite, while W has
     v^T W v < 0 for an eigenvector v: no real U gives U^T U = W (certificate: the eigenvalue).
     """
-    evidence = []
-
     @given(n=dims(2, 6), name=st.sampled_from(INJECTIVE), seed=seeds())
     def check(n, name, seed):
         gen = rng(seed)
@@ -179,13 +165,13 @@ def test_oai_lemma1_fails_without_positive_definiteness(record_property):
         assert v @ W @ v < -0.1  # the certificate that U^T U = W has no real solution
         U = (q * np.sqrt(np.abs(eig))) @ q.T
         gaps = [np.max(np.abs(oai.map_back(U, oai.gradient_descent_z(U @ x0, U, name, 1))[1]
-                              - oai.activation(name, W @ x0))) for x0 in np.eye(n)]
+                              - oai.activation(name)(W @ x0))) for x0 in np.eye(n)]
         gap = float(max(gaps))
-        evidence.append(gap)
+        evidence.add(gap, worst="min")
         assert gap > 1e-8  # round-off is ~1e-15
 
     check()
-    _record(record_property, evidence, "W indefinite, U = sqrt(|W|), one step: gap >= {min:.2g}; sqrtm(W) complex")
+    evidence.record(f"W indefinite, U = sqrt(|W|), one step: gap >= {evidence.min():.2g}; sqrtm(W) complex")
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,14 +185,12 @@ def _points_away_from_kinks(seed: int, size: int = 16, half_width: float = 20.0)
 
 
 @pytest.mark.claim("OAI-table1")
-def test_oai_table1_objective_derivative_is_activation(record_property):
+def test_oai_table1_objective_derivative_is_activation(evidence):
     """Table 1's objectives Psi (as printed and continuous) have Psi' = phi for every activation, by central differences away from kinks.
 
     Table 1 lists f(x) = ||x||^2/2 - sum_i Psi(U_i^T x) with Psi' = phi for sigmoid, tanh, ReLU,
     leaky ReLU, ELU, swish (and softplus, softsign). Swish and softplus use the dilogarithm.
     """
-    evidence = []
-
     @given(name=st.sampled_from(oai.TABLE1_ACTIVATIONS), seed=seeds(), as_printed=st.booleans())
     def check(name, seed, as_printed):
         t = _points_away_from_kinks(seed)
@@ -216,39 +200,38 @@ def test_oai_table1_objective_derivative_is_activation(record_property):
         # Rounding of the difference: 2 eps (|Psi| + 1) / (2h); truncation h^2 max|phi''| / 6 with
         # max|phi''| <= 1 for all eight activations (ELU: e^t <= 1 for t <= 0; swish <= 0.5). Factor 4 margin.
         tol = 4 * (EPS * (np.abs(p(t)) + 1) / h + h * h / 6)
-        err = np.abs(fd - oai.activation(name, t))
-        evidence.append(float(np.max(err / tol)))
+        err = np.abs(fd - oai.activation(name)(t))
+        evidence.add(float(np.max(err / tol)))
         assert np.all(err <= tol), f"{name}: worst t = {t[np.argmax(err / tol)]}"
 
     check()
-    _record(record_property, evidence, "8 activations, as printed and continuous: max |FD Psi' - phi| = {max:.2g} x tolerance")
+    evidence.record(f"8 activations, as printed and continuous: max |FD Psi' - phi| = {evidence.max():.2g} "
+                    "x tolerance")
 
 
 @pytest.mark.claim("OAI-table1")
-def test_oai_table1_objective_is_antiderivative_across_zero(record_property):
+def test_oai_table1_objective_is_antiderivative_across_zero(evidence):
     """Our continuous Psi satisfies Psi(b) - Psi(a) = integral of phi over [a, b] for a < 0 < b, across the kinks.
 
     The fundamental theorem of calculus, checked with adaptive quadrature (scipy.integrate.quad,
     the kink at 0 passed as a breakpoint): Psi is an antiderivative of phi on all of R.
     """
-    evidence = []
-
     @given(name=st.sampled_from(oai.TABLE1_ACTIVATIONS), lo=st.floats(-15, -1e-3), hi=st.floats(1e-3, 15))
     def check(name, lo, hi):
-        ref, abserr = integrate.quad(lambda u: float(oai.activation(name, u)), lo, hi, points=[0.0],
+        ref, abserr = integrate.quad(lambda u: float(oai.activation(name)(u)), lo, hi, points=[0.0],
                                      epsabs=1e-11, epsrel=1e-11, limit=200)
         got = float(oai.psi(name, hi) - oai.psi(name, lo))
         # quad's own error estimate plus rounding of Psi at |t| <= 15 (|Psi| <= 113).
         tol = 10 * abserr + 64 * EPS * (1 + abs(ref) + 113)
-        evidence.append(abs(got - ref))
+        evidence.add(abs(got - ref))
         assert abs(got - ref) <= tol
 
     check()
-    _record(record_property, evidence, "max |Psi(b) - Psi(a) - quad| = {max:.1e}")
+    evidence.record(f"max |Psi(b) - Psi(a) - quad| = {evidence.max():.1e}")
 
 
 @pytest.mark.claim("OAI-table1", role="refutes")
-def test_oai_table1_printed_elu_objective_jumps_at_zero(record_property):
+def test_oai_table1_printed_elu_objective_jumps_at_zero(evidence):
     """Table 1's ELU objective as printed, a(e^t - t) for t <= 0 and t^2/2 for t > 0, jumps by a at 0: it is no antiderivative of ELU (fix: a(e^t - t - 1)).
 
     Table 1, ELU row. Its derivative is ELU on each side of 0, but at t = 0 the t <= 0 branch is
@@ -256,22 +239,20 @@ def test_oai_table1_printed_elu_objective_jumps_at_zero(record_property):
     Psi(b) - Psi(a') != integral of ELU for a' < 0 < b. Harmless for the networks (only Psi' is
     used), but the table's claim "objective with derivative phi" fails for this row as printed.
     """
-    evidence = []
-
     @given(a=st.floats(0.1, 3.0))
     def check(a):
         below = float(oai.psi("elu", -1e-12, a=a, as_printed=True))
         above = float(oai.psi("elu", 1e-12, a=a, as_printed=True))
-        ref, _ = integrate.quad(lambda u: float(oai.activation("elu", u, a=a)), -1.0, 1.0, points=[0.0])
+        ref, _ = integrate.quad(lambda u: float(oai.activation("elu", a=a)(u)), -1.0, 1.0, points=[0.0])
         printed = float(oai.psi("elu", 1.0, a=a, as_printed=True) - oai.psi("elu", -1.0, a=a, as_printed=True))
-        evidence.append((below - above) / a)
+        evidence.add((below - above) / a)
         # The jump is a up to the O(1e-12) offset of the evaluation points; a >= 0.1 is far above that.
         assert abs((below - above) - a) < 1e-9
         assert abs(printed - ref - (-a)) < 1e-9
 
     check()
-    _record(record_property, evidence, "printed ELU Psi jumps at 0 by {min:.6g}..{max:.6g} x a (a in [0.1, 3]); "
-                                       "Psi(1) - Psi(-1) misses the integral of ELU by a")
+    evidence.record(f"printed ELU Psi jumps at 0 by {evidence.min():.6g}..{evidence.max():.6g} x a (a in [0.1, 3]); "
+                    "Psi(1) - Psi(-1) misses the integral of ELU by a")
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,81 +262,74 @@ def test_oai_table1_printed_elu_objective_jumps_at_zero(record_property):
 _CASE = dict(W=spd_matrices(max_condition=100.0), name=activation_names(), steps=st.integers(1, 10), seed=seeds())
 
 
-def _check_mapped(xs_z, U, xs_x, steps, evidence, label):
+def _check_mapped(xs_z, U, xs_x, steps, label) -> float:
+    """Assert U^{-1} z_k = x_k to round-off; returns the error as a fraction of its tolerance."""
     ref_scale = float(np.max(np.abs(xs_x)))
     # As for Lemma 1, times 4: momentum (beta <= 0.9, |beta_k| < 1, |h| <= 2) adds at most a factor
     # (1 + beta) per step to the growth of errors, and ADMM halves two terms per step.
     tol = _propagation_tol(steps, U.shape[0], float(np.linalg.cond(U)), ref_scale) * 4 * 1.9 ** steps
     err = float(np.max(np.abs(oai.map_back(U, xs_z) - xs_x)))
-    evidence.append(err / tol)
     assert err <= tol, f"{label}: {err:.3g} > {tol:.3g}"
+    return err / tol
 
 
 @pytest.mark.claim("OAI-hb-agd-admm")
-def test_oai_hb_agd_admm_heavy_ball(record_property):
+def test_oai_hb_agd_admm_heavy_ball(evidence):
     """Heavy ball (2) on f of eq (8), mapped back by x = U^{-1} z, is x_{k+1} = phi(W x_k) + beta (x_k - x_{k-1}), eq (11).
 
     Sec. 4, eq (11); z_{-1} = z_0 (x_{-1} = x_0).
     """
-    evidence = []
-
     @given(**_CASE, beta=st.floats(0.0, 0.9))
     def check(W, name, steps, seed, beta):
         W, U, x0 = _spd_setup(W, seed)
         zs = oai.heavy_ball_z(U @ x0, U, name, steps, beta)
         xs = oai.heavy_ball_x(x0, W, name, steps, beta)
-        _check_mapped(zs, U, xs, steps, evidence, "HB (11)")
+        evidence.add(_check_mapped(zs, U, xs, steps, "HB (11)"))
 
     check()
-    _record(record_property, evidence, "heavy ball (2) -> (11): max |U^-1 z_k - x_k| = {max:.2g} x its round-off tolerance")
+    evidence.record(f"heavy ball (2) -> (11): max |U^-1 z_k - x_k| = {evidence.max():.2g} x its round-off tolerance")
 
 
 @pytest.mark.claim("OAI-hb-agd-admm")
-def test_oai_hb_agd_admm_nesterov_form3(record_property):
+def test_oai_hb_agd_admm_nesterov_form3(evidence):
     """Nesterov (3) on f of eq (8), z mapped back, is x_{k+1} = phi(W (x_k + beta_k (x_k - x_{k-1}))), eq (12).
 
     Sec. 4, eq (12) with beta_k = theta_k (1 - theta_{k-1}) / theta_{k-1}.
     """
-    evidence = []
-
     @given(**_CASE)
     def check(W, name, steps, seed):
         W, U, x0 = _spd_setup(W, seed)
         zs, _ = oai.nesterov_z(U @ x0, U, name, steps)
-        _check_mapped(zs, U, oai.nesterov_x(x0, W, name, steps), steps, evidence, "AGD (12)")
+        evidence.add(_check_mapped(zs, U, oai.nesterov_x(x0, W, name, steps), steps, "AGD (12)"))
 
     check()
-    _record(record_property, evidence, "Nesterov (3) -> (12): max |U^-1 z_k - x_k| = {max:.2g} x its round-off tolerance")
+    evidence.record(f"Nesterov (3) -> (12): max |U^-1 z_k - x_k| = {evidence.max():.2g} x its round-off tolerance")
 
 
 @pytest.mark.claim("OAI-hb-agd-admm")
-def test_oai_hb_agd_admm_nesterov_form4(record_property):
+def test_oai_hb_agd_admm_nesterov_form4(evidence):
     """Nesterov form (4)-(5) on f of eq (8), mapped back, is eq (13): x_{k+1} = sum_j h_{k+1,j} phi(W x_j) + x_k - sum_j h_{k+1,j} x_j.
 
     Sec. 4, eq (13); the x of (13) is U^{-1} y.
     """
-    evidence = []
-
     @given(**_CASE)
     def check(W, name, steps, seed):
         W, U, x0 = _spd_setup(W, seed)
         ys = oai.nesterov_form4_z(U @ x0, U, name, steps)
-        _check_mapped(ys, U, oai.nesterov_form4_x(x0, W, name, steps), steps, evidence, "AGD2 (13)")
+        evidence.add(_check_mapped(ys, U, oai.nesterov_form4_x(x0, W, name, steps), steps, "AGD2 (13)"))
 
     check()
-    _record(record_property, evidence, "Nesterov (4) -> (13): max |U^-1 z_k - x_k| = {max:.2g} x its round-off tolerance")
+    evidence.record(f"Nesterov (4) -> (13): max |U^-1 z_k - x_k| = {evidence.max():.2g} x its round-off tolerance")
 
 
 @pytest.mark.claim("OAI-hb-agd-admm")
-def test_oai_hb_agd_admm_linearized_admm(record_property):
+def test_oai_hb_agd_admm_linearized_admm(evidence):
     """Linearized ADMM (6) on f(z) + f(y), y = z, mapped back (x' = U^{-1} z, x = U^{-1} y), is eq (14).
 
     Sec. 4, eq (14), lambda_0 = 0, x'_0 = x_0. Each z-space iterate is also checked to be the
     argmin of its subproblem in (6): the subproblem gradient vanishes there (Hessian 2 I, so the
     stationary point is the argmin).
     """
-    evidence = []
-
     @given(**_CASE)
     def check(W, name, steps, seed):
         W, U, x0 = _spd_setup(W, seed)
@@ -368,12 +342,12 @@ def test_oai_hb_agd_admm_linearized_admm(record_property):
             assert np.max(np.abs(gy)) < 1e-12 * (1 + np.max(np.abs(y))) * 64
             assert np.allclose(lam[k + 1], lam[k] + z[k + 1] - y[k + 1], rtol=0, atol=1e-13)
         xps, xs = oai.admm_x(x0, W, name, steps)
-        _check_mapped(z, U, xps, steps, evidence, "ADMM (14) x'")
-        _check_mapped(y, U, xs, steps, evidence, "ADMM (14) x")
+        evidence.add(max(_check_mapped(z, U, xps, steps, "ADMM (14) x'"),
+                         _check_mapped(y, U, xs, steps, "ADMM (14) x")))
 
     check()
-    _record(record_property, evidence, "ADMM (6) -> (14): max |U^-1 (z_k, y_k) - (x'_k, x_k)| = {max:.2g} x its "
-                                       "round-off tolerance; every iterate solves its subproblem")
+    evidence.record(f"ADMM (6) -> (14): max |U^-1 (z_k, y_k) - (x'_k, x_k)| = {evidence.max():.2g} x its "
+                    "round-off tolerance; every iterate solves its subproblem")
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,14 +355,12 @@ def test_oai_hb_agd_admm_linearized_admm(record_property):
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.claim("OAI-agd-forms")
-def test_oai_agd_forms_form4_equals_form3(record_property):
+def test_oai_agd_forms_form4_equals_form3(evidence):
     """Nesterov form (4) with the weights h of eq (5) produces the same y_k as form (3), for f of eq (8) with any U.
 
     Sec. 2, eq (3)-(5). The identity is algebraic (it holds for any gradient map), so U is a
     general (non-symmetric) Gaussian matrix; up to 20 steps exercise all three branches of (5).
     """
-    evidence = []
-
     @given(n=dims(), name=activation_names(), steps=st.integers(1, 20), seed=seeds())
     def check(n, name, steps, seed):
         gen = rng(seed)
@@ -405,11 +377,11 @@ def test_oai_agd_forms_form4_equals_form3(record_property):
         scale = 1 + float(np.max(np.abs(y3)))
         tol = 16 * steps ** 2 * EPS * scale
         err = float(np.max(np.abs(y4[:steps] - y3)))
-        evidence.append(err / tol)
+        evidence.add(err / tol)
         assert err <= tol
 
     check()
-    _record(record_property, evidence, "max |y_k(4) - y_k(3)| = {max:.2g} x its round-off tolerance, up to 20 steps")
+    evidence.record(f"max |y_k(4) - y_k(3)| = {evidence.max():.2g} x its round-off tolerance, up to 20 steps")
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,15 +440,13 @@ SLOPE_TOL = 0.15
 
 
 @pytest.mark.claim("OAI-rates")
-def test_oai_rates_gd_kappa_hb_agd_sqrt_kappa(record_property):
+def test_oai_rates_gd_kappa_hb_agd_sqrt_kappa(evidence):
     """On quadratics with kappa = L/mu from 10 to 300, iterations to eps = 1e-6 grow like kappa for GD and like sqrt(kappa) for HB and AGD.
 
     Sec. 2: HB and AGD need O(sqrt(L/mu) log 1/eps) iterations, GD O(L/mu log 1/eps). Standard
     tuned parameters (``oai.tuned_parameters``); the minimiser by a dense solve; the exponent of
     iterations vs kappa is fitted on log-log axes.
     """
-    evidence = []
-
     @settings(max_examples=6)  # each example runs ~8k GD iterations in Python; 6 x 4 kappas suffice
     @given(seed=seeds(), n=dims(2, 8))
     def check(seed, n):
@@ -484,7 +454,9 @@ def test_oai_rates_gd_kappa_hb_agd_sqrt_kappa(record_property):
         counts = {m: _iterations(A, b, z0, m) for m in oai.RATE_METHODS}
         slopes = {m: _slope(c) for m, c in counts.items()}
         speedup = counts["gd"][-1] / np.maximum(counts["hb"][-1], counts["agd"][-1])
-        evidence.append((slopes["gd"], slopes["hb"], slopes["agd"], speedup))
+        for method in oai.RATE_METHODS:
+            evidence.add(slopes[method], method)
+        evidence.add(speedup, "speedup", worst="min")
         assert abs(slopes["gd"] - 1.0) <= SLOPE_TOL
         assert abs(slopes["hb"] - 0.5) <= SLOPE_TOL
         assert abs(slopes["agd"] - 0.5) <= SLOPE_TOL
@@ -493,32 +465,28 @@ def test_oai_rates_gd_kappa_hb_agd_sqrt_kappa(record_property):
         assert speedup >= np.sqrt(KAPPAS[-1]) / 4
 
     check()
-    e = np.array(evidence)
-    record_property("evidence", f"fitted exponent of iterations vs kappa over {len(e)} examples: GD "
-                                f"{e[:, 0].min():.2f}..{e[:, 0].max():.2f}, HB {e[:, 1].min():.2f}..{e[:, 1].max():.2f}, "
-                                f"AGD {e[:, 2].min():.2f}..{e[:, 2].max():.2f}; at kappa = 300 GD needs "
-                                f">= {e[:, 3].min():.0f}x the iterations of HB/AGD")
+    slopes = ", ".join(f"{m.upper()} {evidence.min(m):.2f}..{evidence.max(m):.2f}" for m in oai.RATE_METHODS)
+    evidence.record(f"fitted exponent of iterations vs kappa: {slopes}; at kappa = 300 GD needs "
+                    f">= {evidence.min('speedup'):.0f}x the iterations of HB/AGD")
 
 
 @pytest.mark.claim("OAI-rates", role="assumption")
-def test_oai_rates_hb_needs_momentum_tuned_to_kappa(record_property):
+def test_oai_rates_hb_needs_momentum_tuned_to_kappa(evidence):
     """Heavy ball with a fixed momentum (beta = 0.3, the value of Sec. 5.3) loses the sqrt(kappa) rate: iterations grow like kappa.
 
     The O(sqrt(kappa)) rate of Sec. 2 assumes momentum tuned to kappa (beta -> 1 as kappa grows).
     With beta = 0.3 and step 1/L the slowest mode contracts by ~1 - 1/((1 - beta) kappa) per step.
     """
-    evidence = []
-
     @settings(max_examples=6)
     @given(seed=seeds(), n=dims(2, 8))
     def check(seed, n):
         A, b, z0 = _quadratics(seed, n)
         slope = _slope(_iterations(A, b, z0, "hb", momentum=0.3))
-        evidence.append(slope)
+        evidence.add(slope, worst="min")
         assert slope >= 1.0 - SLOPE_TOL
 
     check()
-    _record(record_property, evidence, "fitted exponent with fixed beta = 0.3: {min:.2f}..{max:.2f} (kappa-like)")
+    evidence.record(f"fitted exponent with fixed beta = 0.3: {evidence.min():.2f}..{evidence.max():.2f} (kappa-like)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,14 +509,12 @@ def _structural_tol(depth: int, n: int, xs) -> float:
 
 
 @pytest.mark.claim("OAI-special")
-def test_oai_special_resnet_is_hb_form16(record_property):
+def test_oai_special_resnet_is_hb_form16(evidence):
     """A ResNet (x + T(x), torch) equals form (16) with beta1 = 1, beta2 = 0; HB (11) equals (16) with beta1 = beta, beta2 = -beta.
 
     Sec. 6 and Table 3 (HB row): x_{k+1} = T(x_k) + beta1 x_k + beta2 x_{k-1}, T(x) = phi(W_k x);
     Table 3 names beta2 = 0 only (beta1 = 1 is implied by ResNet's identity skip).
     """
-    evidence = []
-
     @given(n=dims(), depth=st.integers(1, 6), name=activation_names(), seed=seeds(),
            beta=st.floats(0.0, 0.9))
     def check(n, depth, name, seed, beta):
@@ -562,18 +528,18 @@ def test_oai_special_resnet_is_hb_form16(record_property):
             x = x + act(torch.tensor(W) @ x)
             res.append(x)
         resnet = torch.stack(res).numpy()
-        form16 = oai.hb_structure(x0, lambda k, v: oai.activation(name, Ws[k] @ v), depth, 1.0, 0.0)
+        form16 = oai.hb_structure(x0, lambda k, v: oai.activation(name)(Ws[k] @ v), depth, 1.0, 0.0)
         tol = _structural_tol(depth, n, resnet)
         err = float(np.max(np.abs(form16 - resnet)))
         assert err <= tol
         # HB (11) with one shared W is (16) with beta1 = beta, beta2 = -beta.
         hb = oai.heavy_ball_x(x0, Ws[0], name, depth, beta)
-        hb16 = oai.hb_structure(x0, lambda k, v: oai.activation(name, Ws[0] @ v), depth, beta, -beta)
+        hb16 = oai.hb_structure(x0, lambda k, v: oai.activation(name)(Ws[0] @ v), depth, beta, -beta)
         assert np.max(np.abs(hb - hb16)) <= _structural_tol(depth, n, hb)
-        evidence.append(err)
+        evidence.add(err)
 
     check()
-    _record(record_property, evidence, "max |ResNet - (16)| = {max:.1e}")
+    evidence.record(f"max |ResNet - (16)| = {evidence.max():.1e}")
 
 
 def _densenet_torch(x0, Ws, act, pre_activation: bool):
@@ -587,7 +553,7 @@ def _densenet_torch(x0, Ws, act, pre_activation: bool):
 
 
 @pytest.mark.claim("OAI-special")
-def test_oai_special_densenet_is_agd_form18(record_property):
+def test_oai_special_densenet_is_agd_form18(evidence):
     """A pre-activation dense block (W phi(concatenation), torch) equals form (18) with alpha = 1, beta = 0; AGD2 (13) is (18) with alpha = h, beta = I - h.
 
     Table 3 (AGD row): DenseNet is (18) with beta = 0, alpha = 1, "up to concatenation vs sum".
@@ -595,15 +561,13 @@ def test_oai_special_densenet_is_agd_form18(record_property):
     the blocks' maps and phi acts entrywise, so the two agree exactly in the pre-activation order
     DenseNet uses (BN-ReLU-conv; BN and ReLU are channel-wise).
     """
-    evidence = []
-
     @given(n=dims(), depth=st.integers(1, 6), name=activation_names(), seed=seeds())
     def check(n, depth, name, seed):
         gen = rng(seed)
         Ws = [gen.standard_normal((n, (k + 1) * n)) / np.sqrt((k + 1) * n) for k in range(depth)]
         x0 = gen.standard_normal(n)
         dense = _densenet_torch(x0, Ws, _TORCH_ACT[name], pre_activation=True)
-        T = lambda k, j, v: Ws[k][:, j * n:(j + 1) * n] @ oai.activation(name, v)  # noqa: E731
+        T = lambda k, j, v: Ws[k][:, j * n:(j + 1) * n] @ oai.activation(name)(v)  # noqa: E731
         form18 = oai.agd_structure(x0, T, depth, np.tril(np.ones((depth, depth))), np.zeros((depth, depth)))
         err = float(np.max(np.abs(form18 - dense)))
         assert err <= _structural_tol(depth, n, dense)
@@ -611,16 +575,16 @@ def test_oai_special_densenet_is_agd_form18(record_property):
         W = Ws[0][:, :n]
         H = oai.nesterov_h_weights(depth)[1:, :]
         agd2 = oai.nesterov_form4_x(x0, W, name, depth)
-        form = oai.agd_structure(x0, lambda k, j, v: oai.activation(name, W @ v), depth, H, np.eye(depth) - H)
+        form = oai.agd_structure(x0, lambda k, j, v: oai.activation(name)(W @ v), depth, H, np.eye(depth) - H)
         assert np.max(np.abs(agd2 - form)) <= _structural_tol(depth, n, agd2)
-        evidence.append(err)
+        evidence.add(err)
 
     check()
-    _record(record_property, evidence, "max |pre-activation DenseNet - (18)| = {max:.1e}")
+    evidence.record(f"max |pre-activation DenseNet - (18)| = {evidence.max():.1e}")
 
 
 @pytest.mark.claim("OAI-special", role="assumption")
-def test_oai_special_densenet_sum_differs_with_post_activation(record_property):
+def test_oai_special_densenet_sum_differs_with_post_activation(evidence):
     """With the nonlinearity after the linear map, phi(W [z_0..z_k]) differs from the sum form (18), sum_j phi(W_j z_j).
 
     The "up to concatenation vs sum" of Table 3 is a real caveat: the identity needs T's linear
@@ -628,23 +592,21 @@ def test_oai_special_densenet_sum_differs_with_post_activation(record_property):
     Sigmoid and tanh are not additive (sigmoid(0 + 0) = 1/2 != 1; tanh(a + b) = tanh a + tanh b only
     if a = 0, b = 0 or a = -b), unlike piecewise-linear activations on same-sign inputs.
     """
-    evidence = []
-
     @given(n=dims(2, 8), depth=st.integers(2, 4), name=st.sampled_from(("sigmoid", "tanh")), seed=seeds())
     def check(n, depth, name, seed):
         gen = rng(seed)
         Ws = [gen.standard_normal((n, (k + 1) * n)) / np.sqrt((k + 1) * n) for k in range(depth)]
         x0 = gen.standard_normal(n)
         dense = _densenet_torch(x0, Ws, _TORCH_ACT[name], pre_activation=False)
-        T = lambda k, j, v: oai.activation(name, Ws[k][:, j * n:(j + 1) * n] @ v)  # noqa: E731
+        T = lambda k, j, v: oai.activation(name)(Ws[k][:, j * n:(j + 1) * n] @ v)  # noqa: E731
         form18 = oai.agd_structure(x0, T, depth, np.tril(np.ones((depth, depth))), np.zeros((depth, depth)))
         # The first layer has one block, so it agrees; from the second layer (two blocks) on, it does not.
         gap = float(np.max(np.abs(form18[2:] - dense[2:])))
-        evidence.append(gap)
+        evidence.add(gap, worst="min")
         assert gap > 1e-6  # round-off is ~1e-15
 
     check()
-    _record(record_property, evidence, "post-activation: gap >= {min:.2g} from the second layer on")
+    evidence.record(f"post-activation: gap >= {evidence.min():.2g} from the second layer on")
 
 
 def _dmrnet_torch(x0, Ws, Wps, act):
@@ -660,14 +622,12 @@ def _dmrnet_torch(x0, Ws, Wps, act):
 
 
 @pytest.mark.claim("OAI-special")
-def test_oai_special_dmrnet_is_admm_form20(record_property):
+def test_oai_special_dmrnet_is_admm_form20(evidence):
     """DMRNet (merge-and-run, torch) equals form (20) with alpha_{k+1}^k = beta_{k+1}^k = 1/2 and all other coefficients 0.
 
     Table 3 (ADMM row), eq (20) and the DMRNet form after it; reading: coefficients depend on the
     step and the sums run over t = 0..k (DMRNet's first block mixes x_0 and x'_0).
     """
-    evidence = []
-
     @given(n=dims(), depth=st.integers(1, 6), name=activation_names(), seed=seeds())
     def check(n, depth, name, seed):
         gen = rng(seed)
@@ -675,25 +635,23 @@ def test_oai_special_dmrnet_is_admm_form20(record_property):
         x0 = gen.standard_normal(n)
         ref_p, ref = _dmrnet_torch(x0, Ws, Wps, _TORCH_ACT[name])
         half = np.eye(depth) / 2
-        got_p, got = oai.admm_structure(x0, lambda k, v: oai.activation(name, Ws[k] @ v), depth, half, half,
-                                        transform_prime=lambda k, v: oai.activation(name, Wps[k] @ v))
+        got_p, got = oai.admm_structure(x0, lambda k, v: oai.activation(name)(Ws[k] @ v), depth, half, half,
+                                        transform_prime=lambda k, v: oai.activation(name)(Wps[k] @ v))
         err = max(float(np.max(np.abs(got - ref))), float(np.max(np.abs(got_p - ref_p))))
-        evidence.append(err)
+        evidence.add(err)
         assert err <= _structural_tol(depth, n, ref)
 
     check()
-    _record(record_property, evidence, "max |DMRNet - (20)| = {max:.1e}")
+    evidence.record(f"max |DMRNet - (20)| = {evidence.max():.1e}")
 
 
 @pytest.mark.claim("OAI-special", role="assumption")
-def test_oai_special_dmrnet_needs_step_dependent_coefficients(record_property):
+def test_oai_special_dmrnet_needs_step_dependent_coefficients(evidence):
     """Read literally (alpha_t = beta_t = 1/2 for every t <= k), eq (20) is not DMRNet from the second block on.
 
     Table 3 writes "alpha_k = beta_k = 1/2 in (20)"; with coefficients that do not depend on the
     step, every earlier state enters each block, which is not merge-and-run.
     """
-    evidence = []
-
     @given(n=dims(), depth=st.integers(2, 6), name=activation_names(), seed=seeds())
     def check(n, depth, name, seed):
         gen = rng(seed)
@@ -701,12 +659,12 @@ def test_oai_special_dmrnet_needs_step_dependent_coefficients(record_property):
         x0 = gen.standard_normal(n)
         _, ref = _dmrnet_torch(x0, Ws, Wps, _TORCH_ACT[name])
         literal = np.tril(np.full((depth, depth), 0.5))
-        _, got = oai.admm_structure(x0, lambda k, v: oai.activation(name, Ws[k] @ v), depth, literal, literal,
-                                    transform_prime=lambda k, v: oai.activation(name, Wps[k] @ v))
+        _, got = oai.admm_structure(x0, lambda k, v: oai.activation(name)(Ws[k] @ v), depth, literal, literal,
+                                    transform_prime=lambda k, v: oai.activation(name)(Wps[k] @ v))
         gap = float(np.max(np.abs(got - ref)))
-        evidence.append(gap)
+        evidence.add(gap, worst="min")
         # At block 2 the literal form adds (x'_0 + x_0) / 2 = x_0 on top of DMRNet: O(1) >> round-off.
         assert gap > 1e-6
 
     check()
-    _record(record_property, evidence, "step-independent alpha_t = beta_t = 1/2: gap to DMRNet >= {min:.2g}")
+    evidence.record(f"step-independent alpha_t = beta_t = 1/2: gap to DMRNet >= {evidence.min():.2g}")

@@ -32,11 +32,9 @@ _SOLVER_EXAMPLES = 12
 def _single_threaded():
     # Every array here is tiny: multi-threaded BLAS / torch only add synchronisation, and on the shared
     # 2-core machine they made this module ~25x slower. Restored afterwards for the other modules.
-    from threadpoolctl import threadpool_limits
-
     n_torch = torch.get_num_threads()
     torch.set_num_threads(1)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with rn.single_thread_blas():
         yield
     torch.set_num_threads(n_torch)
 
@@ -96,30 +94,23 @@ def _grad_norm(risk, w_l, w_o) -> float:
 
 
 def checked(*strategies, max_examples: int | None = None):
-    """Run the body as a hypothesis property and record its evidence with pytest's record_property.
+    """Run ``body(evidence, *drawn)`` as a hypothesis property over ``strategies``, then record its evidence.
 
-    The body returns a dict of named numbers; names starting with "min"/"max" are reduced over the
-    examples, "count" names are summed. (A fixture cannot be passed into @given directly: hypothesis
-    does not reset function-scoped fixtures between examples.)
+    The body adds its numbers to the ``evidence`` fixture (``theory_checks.evidence``), each with its
+    worst end; they are recorded once every example has passed. (A fixture cannot be passed into
+    @given directly: hypothesis does not reset function-scoped fixtures between examples.)
     """
 
     def deco(body):
-        def test(record_property):
-            seen = []
-
+        def test(evidence):
             @given(st.tuples(*strategies))
             def check(args):
-                seen.append(body(*args))
+                body(evidence, *args)
 
             if max_examples is not None:
                 check = settings(max_examples=max_examples)(check)
             check()
-            parts = []
-            for key in seen[0]:
-                vals = [d[key] for d in seen]
-                agg = min(vals) if key.startswith("min") else sum(vals) if key.startswith("count") else max(vals)
-                parts.append(f"{key} {agg:.3g}")
-            record_property("evidence", f"{'; '.join(parts)} over {len(seen)} examples")
+            evidence.record()
 
         test.__name__ = test.__qualname__ = body.__name__
         test.__doc__ = body.__doc__
@@ -172,7 +163,7 @@ def _features_help_floor(v, y) -> float:
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.claim("RN-P1")
 @checked(rn_problems())
-def test_rn_p1_nonconvex_and_nonconcave(problem):
+def test_rn_p1_nonconvex_and_nonconcave(evidence, problem):
     """Under Assumption 1, (P_phi) has a segment whose midpoint lies above the chord and another below it.
 
     Prop. 1 (i): "If l is the squared loss and Assumption 1 is satisfied, then in (P_phi): (i) the
@@ -197,12 +188,13 @@ def test_rn_p1_nonconvex_and_nonconcave(problem):
     mid = tuple((a + b) / 2 for a, b in zip(p, q))
     below = (f(p) + f(q)) / 2 - f(mid)
     assert below > floor, f"midpoint {f(mid)} is not below the chord {(f(p) + f(q)) / 2}"
-    return {"min midpoint-above-chord gap": above, "min midpoint-below-chord gap": below}
+    evidence.add(above, "midpoint-above-chord gap", worst="min")
+    evidence.add(below, "midpoint-below-chord gap", worst="min")
 
 
 @pytest.mark.claim("RN-T4", "RN-P1")
 @checked(rn_problems(last_width_at_least_n_out=True), st.data())
-def test_rn_t4_saddles_rank_deficient_with_negative_curvature(problem, data):
+def test_rn_t4_saddles_rank_deficient_with_negative_curvature(evidence, problem, data):
     """Constructed non-minimal critical points of (P_phi) have rank-deficient W_{L+1}, a negative and a positive Hessian eigenvalue.
 
     Thm 4: "If l is the squared loss, and Assumption 1 and 3 are satisfied, then in (P_phi) under any
@@ -233,7 +225,7 @@ def test_rn_t4_saddles_rank_deficient_with_negative_curvature(problem, data):
     assert np.linalg.matrix_rank(w_o) < y.shape[1]
     assert eig[0] < -1e-10 * hnorm, f"no negative curvature: smallest Hessian eigenvalue {eig[0]:.3g}"
     assert eig[-1] > 1e-10 * hnorm, "a local maximum: no positive curvature"
-    return {"max smallest Hessian eigenvalue (rank-deficient W_out)": float(eig[0])}
+    evidence.add(float(eig[0]), "smallest Hessian eigenvalue (rank-deficient W_out)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,7 +233,7 @@ def test_rn_t4_saddles_rank_deficient_with_negative_curvature(problem, data):
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.claim("RN-P2")
 @checked(st.sampled_from(rn.LOSSES).flatmap(lambda loss: st.tuples(st.just(loss), rn_problems(loss=loss))), seeds())
-def test_rn_p2_pa_phi_is_convex(loss_problem, seed):
+def test_rn_p2_pa_phi_is_convex(evidence, loss_problem, seed):
     """The A-ResNEst risk A(H) is convex: midpoints below chords and a PSD autograd Hessian.
 
     Prop. 2: "If Assumption 2 is satisfied, then the above optimization problem (PA_phi) is convex",
@@ -271,13 +263,14 @@ def test_rn_p2_pa_phi_is_convex(loss_problem, seed):
     eig = np.linalg.eigvalsh((hess + hess.T) / 2)
     # PSD up to float64 round-off of an autograd Hessian summed over N samples (~ N eps ||Hess||)
     assert eig[0] >= -1e2 * RN_SAMPLES * EPS * max(float(eig[-1]), 1.0), eig[0]
-    return {"min chord-midpoint gap": worst, "min Hessian eigenvalue": float(eig[0])}
+    evidence.add(worst, "chord-midpoint gap", worst="min")
+    evidence.add(float(eig[0]), "Hessian eigenvalue", worst="min")
 
 
 @pytest.mark.claim("RN-P2")
 @checked(st.sampled_from(rn.LOSSES).flatmap(lambda loss: st.tuples(st.just(loss), rn_problems(loss=loss))),
        st.booleans(), seeds(), max_examples=_SOLVER_EXAMPLES)
-def test_rn_p2_eps_nonnegative_at_local_minimisers(loss_problem, bottleneck, seed):
+def test_rn_p2_eps_nonnegative_at_local_minimisers(evidence, loss_problem, bottleneck, seed):
     """eps = R(W_L*, W_{L+1}*) - A* >= 0 at local minimisers of (P_phi) reached by L-BFGS from random starts.
 
     Prop. 2 eq (8): eps >= 0 "for any local minimizer (W_L*, W_{L+1}*) of (P_phi) using arbitrary
@@ -303,7 +296,7 @@ def test_rn_p2_eps_nonnegative_at_local_minimisers(loss_problem, bottleneck, see
         # no convergence needed: eps >= 0 is claimed for local minimisers, and we test it where L-BFGS stops
         eps = m.risk - a_upper
         assert eps >= -_floor(v, y), f"eps = {eps:.3g} < 0"
-    return {"min eps": min(m.risk for m in mins) - a_upper}
+    evidence.add(min(m.risk for m in mins) - a_upper, "eps", worst="min")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,7 +305,7 @@ def test_rn_p2_eps_nonnegative_at_local_minimisers(loss_problem, bottleneck, see
 @pytest.mark.claim("RN-T1")
 @checked(st.sampled_from(rn.LOSSES).flatmap(lambda loss: st.tuples(st.just(loss), rn_solver_problems(loss=loss))), seeds(),
          max_examples=_SOLVER_EXAMPLES)
-def test_rn_t1_eps_zero_at_local_minimisers(loss_problem, seed):
+def test_rn_t1_eps_zero_at_local_minimisers(evidence, loss_problem, seed):
     """Under the bottleneck condition, local minimisers of (P_phi) from random starts have full-rank W_{L+1} and eps ~ 0.
 
     Thm 1: "If Assumption 2 and 3 are satisfied, then in (P_phi) under any phi such that Assumption 4
@@ -337,13 +330,13 @@ def test_rn_t1_eps_zero_at_local_minimisers(loss_problem, seed):
         eps = m.risk - a_star
         assert abs(eps) <= bound + _floor(v, y), f"eps = {eps:.3g} exceeds the certificate {bound:.3g}"
         worst = max(worst, abs(eps))
-    return {"max |eps| at local minimisers": worst}
+    evidence.add(worst, "|eps| at local minimisers")
 
 
 @pytest.mark.claim("RN-bottleneck")
 @checked(st.integers(min_value=1, max_value=6), st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=4),
        seeds())
-def test_rn_bottleneck_condition_necessary_for_assumption4(width, widths, seed):
+def test_rn_bottleneck_condition_necessary_for_assumption4(evidence, width, widths, seed):
     """Assumption 4 (full column rank of [W_0..W_{L-1}]) holds for random W_i iff M >= sum_{i<L} K_i, eq (10).
 
     "A ResNEst needs to be wide enough such that M >= sum_{i=0}^{L-1} K_i (10) to necessarily satisfy
@@ -360,12 +353,12 @@ def test_rn_bottleneck_condition_necessary_for_assumption4(width, widths, seed):
     no_exp = [np.eye(width), *w_prev]
     assert np.linalg.matrix_rank(np.hstack(no_exp)) < np.hstack(no_exp).shape[1]
     assert not rn.bottleneck_condition_holds(width, [width, *widths])
-    return {"count full-rank cases": float(full_rank)}
+    evidence.add(float(full_rank), "full-rank cases", worst="sum")
 
 
 @pytest.mark.claim("RN-bottleneck", "RN-T1", role="assumption")
 @checked(rn_problems(bottleneck=False), seeds(), max_examples=_SOLVER_EXAMPLES)
-def test_rn_bottleneck_counterexample_local_minimum_with_positive_eps(problem, seed):
+def test_rn_bottleneck_counterexample_local_minimum_with_positive_eps(evidence, problem, seed):
     """Without expansion (M = N_in, L >= 2) Assumption 4 fails and local minimisers of (P_phi) have eps > 0.
 
     Dropping the bottleneck condition of eq (10) breaks Assumption 4 and Thm 1 (ii). The local
@@ -388,7 +381,7 @@ def test_rn_bottleneck_counterexample_local_minimum_with_positive_eps(problem, s
         assert m.risk >= p_inf - floor
         gaps.append(m.risk - a_star)
         assert m.risk - a_star > _features_help_floor(v, y), f"eps = {m.risk - a_star:.3g} is not > 0"
-    return {"min eps at local minimisers (Assumption 4 broken)": min(gaps)}
+    evidence.add(min(gaps), "eps at local minimisers (Assumption 4 broken)", worst="min")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,7 +389,7 @@ def test_rn_bottleneck_counterexample_local_minimum_with_positive_eps(problem, s
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.claim("RN-R2")
 @checked(rn_problems(min_blocks=2))
-def test_rn_r2_risk_curve_nonincreasing(problem):
+def test_rn_r2_risk_curve_nonincreasing(evidence, problem):
     """The per-block A-ResNEst risk A(H_0*..H_i*, 0..0) is non-increasing in i and equals the linear-prediction risk of x_i.
 
     Remark 2: under Assumptions 2-4, "(i) monotonically improved (no worse) residual representations
@@ -416,12 +409,12 @@ def test_rn_r2_risk_curve_nonincreasing(problem):
         x_i = stream[i]
         assert abs(_lstsq_risk(x_i, y) - curve[i]) <= floor
         assert _lstsq_risk(x_i, y) <= _lstsq_risk(problem["x"], y) + floor
-    return {"max step of the risk curve": float(np.max(np.diff(curve)))}
+    evidence.add(float(np.max(np.diff(curve))), "step of the risk curve")
 
 
 @pytest.mark.claim("RN-R2")
 @checked(rn_solver_problems(min_blocks=2), st.data(), seeds(), max_examples=_SOLVER_EXAMPLES)
-def test_rn_r2_deeper_resnest_no_worse(problem, data, seed):
+def test_rn_r2_deeper_resnest_no_worse(evidence, problem, data, seed):
     """A ResNEst extended by more blocks reaches local minima no worse than its shallower prefix.
 
     Cor. 2: "Any local minimum of (P_alpha) is smaller than or equal to any local minimum of (P_beta)
@@ -435,14 +428,16 @@ def test_rn_r2_deeper_resnest_no_worse(problem, data, seed):
     pf_b = rn.prediction_features(x, blocks[:l_beta], w0)
     v = np.hstack(feats_a)
     shallow = min(m.risk for m in rn.solve_resnest_prediction(pf_b, y, starts=2, seed=seed, max_iter=_MAX_ITER))
+    margin = np.inf
     for m, bound in _certified_minima(feats_a, w_prev_a, pf_a, y, starts=2, seed=seed + 1):
         assert m.risk <= shallow + bound + _floor(v, y), f"deeper {m.risk:.6g} > shallower {shallow:.6g}"
-    return {"min shallower - deeper risk": shallow - m.risk}
+        margin = min(margin, shallow - m.risk)
+    evidence.add(margin, "shallower - deeper risk", worst="min")
 
 
 @pytest.mark.claim("RN-R2", role="assumption")
 @checked(seeds(), max_examples=_SOLVER_EXAMPLES)
-def test_rn_r2_unrelated_shallower_net_can_win(seed):
+def test_rn_r2_unrelated_shallower_net_can_win(evidence, seed):
     """Cor. 2 needs the deeper net to extend the shallower one: an unrelated shallow net can beat it.
 
     Read literally ("for any alpha and beta"), Cor. 2 would compare nets with unrelated feature
@@ -466,12 +461,12 @@ def test_rn_r2_unrelated_shallower_net_can_win(seed):
     margin = _features_help_floor(np.hstack(feats_b), y)
     assert r_b <= margin, f"beta did not fit its own features: {r_b:.3g}"
     assert r_a > r_b + margin, f"deeper unrelated net {r_a:.3g} not worse than shallow {r_b:.3g}"
-    return {"min deeper-unrelated - shallow risk": r_a - r_b}
+    evidence.add(r_a - r_b, "deeper-unrelated - shallow risk", worst="min")
 
 
 @pytest.mark.claim("RN-C3")
 @checked(rn_solver_problems(), seeds(), max_examples=_SOLVER_EXAMPLES)
-def test_rn_c3_local_minima_beat_best_linear_predictor(problem, seed):
+def test_rn_c3_local_minima_beat_best_linear_predictor(evidence, problem, seed):
     """Local minimisers of (P_phi) under Assumptions 2-4 are no worse than the best linear predictor on x, strictly when the features help.
 
     Cor. 3 eq (11): R(local min) <= min_A (1/N) sum l(A x^n, y^n), and "(ii) the above inequality is
@@ -483,15 +478,17 @@ def test_rn_c3_local_minima_beat_best_linear_predictor(problem, seed):
     linear = _lstsq_risk(problem["x"], y)
     helps = linear - _lstsq_risk(v, y)
     assert helps > _features_help_floor(v, y)  # random tanh features help generically
+    margin = np.inf
     for m, bound in _certified_minima(feats, w_prev, pf, y, starts=2, seed=seed):
         assert m.risk <= linear + bound + _floor(v, y)
         assert m.risk < linear, f"not strict: {m.risk:.6g} vs linear {linear:.6g} with gain {helps:.3g}"
-    return {"min best-linear - local-min risk": linear - m.risk}
+        margin = min(margin, linear - m.risk)
+    evidence.add(margin, "best-linear - local-min risk", worst="min")
 
 
 @pytest.mark.claim("RN-C3", role="assumption")
 @checked(seeds())
-def test_rn_c3_fails_without_assumption4(seed):
+def test_rn_c3_fails_without_assumption4(evidence, seed):
     """A ResNEst whose expansion W_0 narrows the input (M = 1 < N_in = 3) has local minima worse than the best linear predictor.
 
     Cor. 3 needs Assumption 4: with B = W_0 of shape (1, 3) it fails, and for targets linear in x the
@@ -509,7 +506,7 @@ def test_rn_c3_fails_without_assumption4(seed):
     risks = [m.risk for m in rn.solve_resnest_prediction(pf, y, starts=2, seed=seed, max_iter=_MAX_ITER)]
     assert min(risks) >= p_inf - _floor(x, y)
     assert p_inf > linear + _features_help_floor(x, y), f"{p_inf:.3g} vs linear {linear:.3g}"
-    return {"min local-min - best-linear risk": min(risks) - linear}
+    evidence.add(min(risks) - linear, "local-min - best-linear risk", worst="min")
 
 
 def _block(gen, width, k, act, zero_bias=False):
@@ -521,7 +518,7 @@ def _block(gen, width, k, act, zero_bias=False):
 
 @pytest.mark.claim("RN-unpredictable")
 @checked(rn_problems(max_blocks=2), st.integers(min_value=1, max_value=2), seeds())
-def test_rn_unpredictable_linear_block_adds_nothing_nonlinear_block_helps(problem, k_new, seed):
+def test_rn_unpredictable_linear_block_adds_nothing_nonlinear_block_helps(evidence, problem, k_new, seed):
     """A block whose features are a linear function of earlier features leaves A* unchanged; a tanh block strictly lowers it.
 
     Question 2 / eq (9): "v_i must be linearly unpredictable by v_0, ..., v_{i-1} if
@@ -540,7 +537,8 @@ def test_rn_unpredictable_linear_block_adds_nothing_nonlinear_block_helps(proble
     gain_non = before - _lstsq_risk(np.hstack(non), y)
     assert abs(gain_lin) <= floor, f"a linearly predictable block changed A* by {gain_lin:.3g}"
     assert gain_non > 1e3 * floor, f"a nonlinear block did not strictly improve A* (gain {gain_non:.3g})"
-    return {"max |linear block gain|": abs(gain_lin), "min tanh block gain": gain_non}
+    evidence.add(abs(gain_lin), "|linear block gain|")
+    evidence.add(gain_non, "tanh block gain", worst="min")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -568,7 +566,7 @@ def _dense_params(maps, w_out):
 
 @pytest.mark.claim("RN-P3")
 @checked(_densenests(), max_examples=10)
-def test_rn_p3_densenest_local_minima_beat_best_linear(dense):
+def test_rn_p3_densenest_local_minima_beat_best_linear(evidence, dense):
     """DenseNEsts trained in all weights (L-BFGS) end no worse than the best linear predictor, with no width condition.
 
     Prop. 3: "If Assumption 2 is satisfied, then any local minimum of (PD) is smaller than or equal to
@@ -612,12 +610,12 @@ def test_rn_p3_densenest_local_minima_beat_best_linear(dense):
     linear = _lstsq_risk(x, y)
     r = float(r.detach())
     assert r <= linear + pl + _floor(v, y), f"DenseNEst {r:.6g} > best linear {linear:.6g}"
-    return {"min best-linear - DenseNEst risk": linear - r}
+    evidence.add(linear - r, "best-linear - DenseNEst risk", worst="min")
 
 
 @pytest.mark.claim("RN-P4")
 @checked(_densenests(), max_examples=_SOLVER_EXAMPLES)
-def test_rn_p4_densenest_equals_wide_resnest_with_zero_eps(dense):
+def test_rn_p4_densenest_equals_wide_resnest_with_zero_eps(evidence, dense):
     """The Prop. 4 wide ResNEst reproduces the DenseNEst on fresh inputs, satisfies Assumption 4, and has eps ~ 0 at local minima.
 
     Prop. 4: "Given any L-block DenseNEst, there exists a wide L-ResNEst with bottleneck residual
@@ -644,4 +642,5 @@ def test_rn_p4_densenest_equals_wide_resnest_with_zero_eps(dense):
     for m, bound in _certified_minima(feats, w_prev, pf, y, starts=2, seed=int(dense["seed"]) % 1000):
         assert abs(m.risk - a_star) <= bound + _floor(v, y)
         worst = max(worst, abs(m.risk - a_star))
-    return {"max |y_ResNEst - y_DenseNEst|": float(np.max(np.abs(y_r - y_d))), "max |eps|": worst}
+    evidence.add(float(np.max(np.abs(y_r - y_d))), "|y_ResNEst - y_DenseNEst|")
+    evidence.add(worst, "|eps|")

@@ -13,7 +13,7 @@ by ``vectors_per_call`` to bound memory). A single vector goes through double ba
 vector (tiny net 48 ms vs 12 ms; ResNet-20/4 on 16 images 380 ms vs 220 ms), while for 8 vectors
 forward-over-reverse is on par or faster (900 ms vs 1060 ms); ``hvp`` forces either. The model
 is never modified: everything runs on a deep copy whose BatchNorm layers are the vmap-safe
-functional form of ``analysis.probes.landscape``.
+functional form of ``analysis.probes.batches``.
 
 BatchNorm is an explicit choice, ``bn``: ``"eval"`` (running statistics held fixed: the loss of
 the deployed model) or ``"batch"`` (each batch normalised by its own statistics, differentiated
@@ -38,13 +38,13 @@ Estimators (no host synchronisation inside their loops; results move to the host
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from analysis.probes.landscape import _as_batches, _functional_copy, _has_batchnorm, _pyplot
+from analysis.probes.batches import as_batches, functional_copy, has_batchnorm, per_sample_cross_entropy
 from analysis.validation import check_choice, check_int, check_real
 
 __all__ = [
@@ -61,15 +61,11 @@ __all__ = [
     "hutchpp_trace",
     "SpectralDensity",
     "spectral_density",
-    "plot_spectral_density",
+    "plot_spectral_density",  # noqa: F822  (analysis.plotting.curvature, through __getattr__ below)
 ]
 
 CURVATURE_BN_CHOICES = ("eval", "batch")
 HVP_MODES = ("auto", "forward_over_reverse", "double_backward")
-
-
-def _default_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, targets, reduction="none")
 
 
 class HessianOperator:
@@ -104,7 +100,7 @@ class HessianOperator:
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         if bn is not None:
             check_choice("bn", bn, CURVATURE_BN_CHOICES)
-        if _has_batchnorm(model):
+        if has_batchnorm(model):
             if bn is None and model.training:
                 raise ValueError(
                     "model is in train mode and has BatchNorm layers; choose bn='eval' (running "
@@ -115,7 +111,7 @@ class HessianOperator:
             self.bn = "none"
         self.vectors_per_call = check_int("vectors_per_call", vectors_per_call, min_value=1)
         self.hvp_mode = check_choice("hvp", hvp, HVP_MODES)
-        self._clone, bns = _functional_copy(model)
+        self._clone, bns = functional_copy(model)
         # Every parameter comes from the private deep copy, never from ``model``: detached views of
         # the model's own tensors would let later in-place edits of the model leak into the fixed
         # (non-submodule) parameters while theta, a copy, stays put. The copy keeps the names.
@@ -146,9 +142,9 @@ class HessianOperator:
         for _, fbn in bns:
             fbn.mode = "batch" if self.bn == "batch" else "eval"
         self._buffers = {k: v.detach() for k, v in self._clone.named_buffers()}
-        self._batches = _as_batches("data", data, self.device, self.dtype)
+        self._batches = as_batches("data", data, self.device, self.dtype)
         self.num_samples = sum(int(x.shape[0]) for x, _ in self._batches)
-        self._loss_fn = loss_fn or _default_loss
+        self._loss_fn = loss_fn or per_sample_cross_entropy
         self.num_matvecs = 0
         self._check_per_sample_loss()
 
@@ -540,23 +536,3 @@ def spectral_density(op, *, num_vectors: int = 8, num_steps: int = 60, seed: int
         nodes.append(theta)
         weights.append(vecs[0] ** 2 / s)
     return SpectralDensity(np.stack(nodes), np.stack(weights), op.num_matvecs - before)
-
-
-def plot_spectral_density(density: SpectralDensity, *, sigma: float | None = None, log: bool = True,
-                          title: str | None = None, ax=None):
-    """The smoothed density (log scale by default, as Ghorbani et al.); returns the Figure."""
-    if not isinstance(density, SpectralDensity):
-        raise TypeError(f"density must be a SpectralDensity; got {type(density).__name__}")
-    plt = _pyplot()
-    fig = ax.figure if ax is not None else plt.subplots(figsize=(4.6, 3.2))[0]
-    ax = ax or fig.axes[0]
-    grid, dens = density.curve(sigma=sigma)
-    ax.plot(grid, dens, color="tab:blue")
-    if log:
-        ax.set_yscale("log")
-        ax.set_ylim(max(dens.max() * 1e-8, 1e-12), dens.max() * 2)
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density")
-    if title:
-        ax.set_title(title, fontsize=9)
-    return fig

@@ -22,6 +22,8 @@ import math
 import torch
 from torch import nn
 
+from analysis.models.newton_resnet import NewtonBlock
+
 __all__ = ["FP16_MAX", "second_order_peaks"]
 
 FP16_MAX = float(torch.finfo(torch.float16).max)  # 65504
@@ -39,8 +41,6 @@ def second_order_peaks(model: nn.Module, images: torch.Tensor, *, batch_size: in
     "tanh": [names of blocks with second_order_tanh]}``. Raises ``ValueError`` for a model without
     Newton blocks or bad inputs.
     """
-    from analysis.models.newton_resnet import NewtonBlock
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim != 4:

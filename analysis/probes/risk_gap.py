@@ -50,10 +50,12 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 import torch
+from scipy.optimize import minimize
 
+from analysis.theory.rn import least_squares_risk_from_moments, single_thread_blas
 from analysis.validation import check_choice, check_int, check_real
 
-__all__ = ["LOSSES", "SolverCertificate", "RiskGapResult", "risk_gap", "plot_risk_gap",
+__all__ = ["LOSSES", "SolverCertificate", "RiskGapResult", "risk_gap",
            "fit_multinomial_streamed", "FeatureMemmap"]
 
 LOSSES = ("cross_entropy", "squared")
@@ -279,12 +281,6 @@ def _stream(model, batches, loss: str, sink_factory):
 # Solvers
 # --------------------------------------------------------------------------------------------
 
-def _lstsq_moments(gram, cross, target_sq, n, rcond=None):
-    from analysis.theory.rn import least_squares_risk_from_moments
-
-    return least_squares_risk_from_moments(gram, cross, target_sq, n, rcond=rcond)
-
-
 def _squared_risk_from_moments(H: np.ndarray, m: _Moments, idx: np.ndarray) -> float:
     G, C = m.gram[np.ix_(idx, idx)], m.cross[idx]
     return float((m.target_sq - 2.0 * np.sum(H * C) + np.sum(H * (G @ H))) / m.n)
@@ -327,8 +323,6 @@ def fit_multinomial_streamed(mm: FeatureMemmap, p: int, num_classes: int, *, tol
     A* is within ``risk_floor`` of the returned risk whatever the gradient says. This is what
     ends fits on separable features (A* = 0 unattained), which otherwise run to ``max_iter``.
     """
-    from scipy.optimize import minimize
-
     mean, std = (a[:p] for a in mm.standardisation())
     C = num_classes
     size = p * C + C
@@ -344,8 +338,6 @@ def fit_multinomial_streamed(mm: FeatureMemmap, p: int, num_classes: int, *, tol
             raise StopIteration
 
     # scipy stops on the max-abs gradient entry; tol/sqrt(size) there bounds the 2-norm by tol.
-    from analysis.theory.rn import single_thread_blas
-
     with single_thread_blas():
         res = minimize(fg, theta0, jac=True, method="L-BFGS-B", callback=stop_when_below_floor,
                        options={"maxiter": max_iter, "gtol": tol / math.sqrt(size), "ftol": 1e-16, "maxcor": 20})
@@ -403,7 +395,8 @@ def _risk_gap_squared(model, train_batches, test_batches, rcond) -> RiskGapResul
     curve_train, curve_test, certs = [], [] if te is not None else None, []
     for i in range(len(widths)):
         idx = _prefix_index(widths, i)
-        risk, H = _lstsq_moments(tr.gram[np.ix_(idx, idx)], tr.cross[idx], tr.target_sq, tr.n, rcond=rcond)
+        risk, H = least_squares_risk_from_moments(tr.gram[np.ix_(idx, idx)], tr.cross[idx], tr.target_sq, tr.n,
+                                                  rcond=rcond)
         H = np.asarray(H, dtype=np.float64)  # (features, classes): prediction = z^T H
         # Normal-equation residual: the exact-solve analogue of the CE solver's gradient norm.
         grad = 2.0 * (tr.gram[np.ix_(idx, idx)] @ H - tr.cross[idx]) / tr.n
@@ -448,35 +441,3 @@ def _risk_gap_ce(model, train_batches, test_batches, tol, max_iter, tmp) -> Risk
         model_risk_test=r_test, a_star_test=None if te is None else curve_test[-1], curve_test=curve_test,
         meta={"intercept": True, "loss_definition": "mean cross-entropy (natural log)", "tol": tol,
               "max_iter": max_iter})
-
-
-def plot_risk_gap(result: RiskGapResult, path: Path | str, title: str | None = None) -> Path:
-    """Draw the per-block curve A(H_0..H_i) (train, test) with R as horizontal lines; write a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    frame = result.to_frame()
-    long = frame.melt(id_vars=["block"], value_vars=["A_train", "A_test"], var_name="split", value_name="risk")
-    long = long.dropna()
-    long["split"] = long["split"].map({"A_train": "A(H_0..H_i), train", "A_test": "A(H_0..H_i), test"})
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    sns.lineplot(data=long, x="block", y="risk", hue="split", marker="o", ax=ax)
-    ax.axhline(result.model_risk_train, color="C0", ls="--", lw=1, label="R (trained head), train")
-    if result.model_risk_test is not None:
-        ax.axhline(result.model_risk_test, color="C1", ls="--", lw=1, label="R (trained head), test")
-    values = np.concatenate([long["risk"].to_numpy(), [result.model_risk_train]])
-    if np.all(values > 0) and values.max() / values.min() > 50:
-        ax.set_yscale("log")  # separable train features push A towards 0 and test A far up
-    ax.set_xlabel("last block i included (0 = pooled input only)")
-    ax.set_ylabel(f"{result.loss.replace('_', '-')} risk")
-    ax.set_title(title or f"risk gap eps = R - A* = {result.eps_train:.4g} (train)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -12,7 +12,9 @@ general case), acting on one input of shape (d,) or a batch of rows (n, d):
 ``*`` is the elementwise product. N1, N2 are the paper's "normalization operators, e.g. batch
 normalization or 1x1 convolutions"; we take them as linear maps (a 1x1 convolution; batch norm at
 inference is affine, and its shift would only add lower-degree terms), the identity by default.
-With a = 0 every Newton block is the corresponding residual block.
+With a = 0 every Newton block is the corresponding residual block. phi is named by
+``activation_name``: any of ``ACTIVATIONS``, through the shared switch
+``analysis.theory.activations.activation`` (re-exported here as ``activation``).
 
 Reading of Alg. 1 (recorded, not implemented): read literally it differs from eq. (2)-(3) in three
 ways: the shortcut adds the *projected* x_t (line 6 overwrites x_t by phi2(conv1x1(x_t)) before
@@ -30,11 +32,11 @@ top-degree (2^L) homogeneous part Q_L(v), from Q_0 = v, Q_t = a_t N2_t((N1_t Q_{
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
-from analysis.validation import as_float64_array, as_vector, check_choice, check_real, check_square
+from analysis.theory.activations import NAMES as ACTIVATIONS
+from analysis.theory.activations import activation
+from analysis.validation import as_float64_array, as_vector, check_real, check_square
 
 __all__ = [
     "ACTIVATIONS",
@@ -50,19 +52,6 @@ __all__ = [
     "newton_stack_line_polynomial",
     "newton_stack_leading_form",
 ]
-
-ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "identity": lambda z: z,
-    "relu": lambda z: np.maximum(z, 0.0),
-    "tanh": np.tanh,
-    "sigmoid": lambda z: 0.5 * (1.0 + np.tanh(0.5 * z)),
-}
-
-
-def activation(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The activation phi called ``name`` (one of ``ACTIVATIONS``)."""
-    return ACTIVATIONS[check_choice("activation", name, ACTIVATIONS)]
-
 
 # --------------------------------------------------------------------------------------------
 # validation helpers

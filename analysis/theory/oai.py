@@ -1,8 +1,10 @@
 """Li, Yang, Chen, Lin, "Optimization Algorithm Inspired Deep Neural Network Structure Design" (2018).
 
-The paper's objects in float64 numpy (torch only for the trained nets of Table 2):
+The paper's objects in float64 numpy:
 
-- the activations of Table 1, their derivatives, and the objectives Psi with Psi' = phi;
+- the activations of Table 1 (phi and phi' from the shared switch ``analysis.theory.activations``,
+  re-exported here as ``activation`` / ``activation_derivative``) and the objectives Psi with
+  Psi' = phi (``psi``);
 - the objective f(z) = ||z||^2/2 - sum_i Psi(U_i^T z) of eq (8), its gradient (9), and the
   change of variables z = U x, U = sqrt(W), of Lemma 1;
 - gradient descent (1), heavy ball (2), Nesterov (3) and its equivalent form (4)-(5), and
@@ -11,8 +13,9 @@ The paper's objects in float64 numpy (torch only for the trained nets of Table 2
 - the relaxed structures of Sec. 6, eq (16), (18), (20), in a dense-matrix (MLP) reading, which
   contain ResNet, DenseNet and DMRNet (Table 3);
 - the step sizes and momenta under which GD / HB / AGD reach their textbook rates on
-  mu-strongly convex, L-smooth quadratics (Sec. 2), and an iteration counter for them;
-- ``Table2Net``: the nets of the simulation of Sec. 5.3 / Table 2.
+  mu-strongly convex, L-smooth quadratics (Sec. 2), and an iteration counter for them.
+
+The trained nets of the simulation of Sec. 5.3 / Table 2 are ``analysis.models.oai_table2.Table2Net``.
 
 Readings of garbled or ambiguous formulas (each is repeated where it is implemented):
 
@@ -41,10 +44,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
 from scipy import special
-from torch import nn
 
+from analysis.theory.activations import KINKS, activation, activation_derivative, check_activation
 from analysis.validation import (
     as_float64_array,
     as_matrix,
@@ -86,63 +88,25 @@ __all__ = [
     "RATE_METHODS",
     "tuned_parameters",
     "iterations_to_accuracy",
-    "TABLE2_METHODS",
-    "Table2Net",
 ]
 
 # The six activations of the claim OAI-table1 (Table 1 also lists softplus and softsign).
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "swish")
 TABLE1_ACTIVATIONS = ACTIVATIONS + ("softplus", "softsign")
-# Points where phi or Psi'' is not differentiable: finite-difference checks keep away from them.
-KINKS = {"relu": (0.0,), "leaky_relu": (0.0,), "elu": (0.0,), "softsign": (0.0,)}
 
 _ASSUMPTION_L1 = "OAI Lemma 1 needs W symmetric positive definite so that U = sqrt(W) is real and symmetric"
 _PI2_6 = np.pi ** 2 / 6
 
 
-def _check_activation(name: str, alpha: float, a: float) -> tuple[str, float, float]:
-    name = check_choice("activation", name, TABLE1_ACTIVATIONS)
-    alpha = check_real("alpha", alpha, min_value=0.0)
-    a = check_real("a", a, min_value=0.0, include_min=False)
-    return name, alpha, a
+def _check_table1(name: str, alpha: float, a: float) -> tuple[str, float, float]:
+    # Lemma 1 needs an objective Psi with Psi' = phi, so only Table 1's activations are accepted.
+    return check_activation(check_choice("activation", name, TABLE1_ACTIVATIONS), alpha=alpha, a=a)
 
 
-def _phi(name: str, t: np.ndarray, alpha: float, a: float) -> np.ndarray:
-    if name == "sigmoid":
-        return special.expit(t)
-    if name == "tanh":
-        return np.tanh(t)
-    if name == "relu":
-        return np.maximum(t, 0.0)
-    if name == "leaky_relu":
-        return np.where(t > 0, t, alpha * t)
-    if name == "elu":
-        return np.where(t > 0, t, a * np.expm1(np.minimum(t, 0.0)))
-    if name == "swish":
-        return t * special.expit(t)
-    if name == "softplus":
-        return np.logaddexp(0.0, t)
-    return t / (1.0 + np.abs(t))  # softsign
-
-
-def _dphi(name: str, t: np.ndarray, alpha: float, a: float) -> np.ndarray:
-    if name == "sigmoid":
-        s = special.expit(t)
-        return s * (1.0 - s)
-    if name == "tanh":
-        return 1.0 - np.tanh(t) ** 2
-    if name == "relu":
-        return (t > 0).astype(np.float64)
-    if name == "leaky_relu":
-        return np.where(t > 0, 1.0, alpha)
-    if name == "elu":
-        return np.where(t > 0, 1.0, a * np.exp(np.minimum(t, 0.0)))
-    if name == "swish":
-        s = special.expit(t)
-        return s + t * s * (1.0 - s)
-    if name == "softplus":
-        return special.expit(t)
-    return 1.0 / (1.0 + np.abs(t)) ** 2  # softsign
+def _table1_activation(name: str, alpha: float, a: float) -> Callable[[np.ndarray], np.ndarray]:
+    """phi of Table 1 called ``name``, with its checked parameters."""
+    name, alpha, a = _check_table1(name, alpha, a)
+    return activation(name, alpha=alpha, a=a)
 
 
 def _neg_dilog_of_neg_exp(u: np.ndarray) -> np.ndarray:
@@ -186,18 +150,6 @@ def _psi(name: str, t: np.ndarray, alpha: float, a: float, as_printed: bool) -> 
     return np.abs(t) - np.log1p(np.abs(t))
 
 
-def activation(name: str, t, *, alpha: float = 0.01, a: float = 1.0) -> np.ndarray:
-    """The activation phi of Table 1 (``alpha``: leaky-ReLU slope, ``a``: ELU scale), elementwise."""
-    name, alpha, a = _check_activation(name, alpha, a)
-    return _phi(name, as_float64_array("t", t), alpha, a)
-
-
-def activation_derivative(name: str, t, *, alpha: float = 0.01, a: float = 1.0) -> np.ndarray:
-    """phi'(t) (the right-continuous choice at the kinks of ReLU / leaky ReLU / softsign: t > 0 is 1)."""
-    name, alpha, a = _check_activation(name, alpha, a)
-    return _dphi(name, as_float64_array("t", t), alpha, a)
-
-
 def psi(name: str, t, *, alpha: float = 0.01, a: float = 1.0, as_printed: bool = False) -> np.ndarray:
     """The objective Psi of Table 1 with Psi' = phi, elementwise.
 
@@ -205,7 +157,7 @@ def psi(name: str, t, *, alpha: float = 0.01, a: float = 1.0, as_printed: bool =
     differs from that by more than a global constant (only ELU: a (e^t - t) for t <= 0, which
     jumps by ``a`` at 0). Swish and softplus use the dilogarithm Li2(x) = scipy.special.spence(1 - x).
     """
-    name, alpha, a = _check_activation(name, alpha, a)
+    name, alpha, a = _check_table1(name, alpha, a)
     return _psi(name, as_float64_array("t", t), alpha, a, bool(as_printed))
 
 
@@ -228,33 +180,29 @@ def _check_U(U) -> np.ndarray:
     return check_square("U", U)
 
 
-def _kw(activation_name, alpha, a):
-    return _check_activation(activation_name, alpha, a)
-
-
 def objective(z, U, activation_name: str, *, alpha: float = 0.01, a: float = 1.0) -> np.ndarray:
     """f(z) = ||z||^2 / 2 - sum_i Psi(U_i^T z), eq (8); ``z`` of shape (n,) or (batch, n)."""
     U = _check_U(U)
-    name, alpha, a = _kw(activation_name, alpha, a)
+    name, alpha, a = _check_table1(activation_name, alpha, a)
     z = as_float64_array("z", z)
     if z.ndim not in (1, 2) or z.shape[-1] != U.shape[0]:
         raise ValueError(f"z must have shape ({U.shape[0]},) or (batch, {U.shape[0]}) to match U; got {z.shape}")
     return 0.5 * np.sum(z * z, axis=-1) - np.sum(_psi(name, z @ U, alpha, a, False), axis=-1)
 
 
-def _grad(U: np.ndarray, name: str, alpha: float, a: float) -> Callable[[np.ndarray], np.ndarray]:
+def _grad(U: np.ndarray, phi: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
     # Row-vector convention: for z of shape (..., n), (U phi(U^T z))^T = phi(z U) U^T.
-    return lambda z: z - _phi(name, z @ U, alpha, a) @ U.T
+    return lambda z: z - phi(z @ U) @ U.T
 
 
 def objective_gradient(z, U, activation_name: str, *, alpha: float = 0.01, a: float = 1.0) -> np.ndarray:
     """grad f(z) = z - U phi(U^T z), eq (9) (the paper writes U phi(U z), using U = U^T)."""
     U = _check_U(U)
-    name, alpha, a = _kw(activation_name, alpha, a)
+    phi = _table1_activation(activation_name, alpha, a)
     z = as_float64_array("z", z)
     if z.ndim not in (1, 2) or z.shape[-1] != U.shape[0]:
         raise ValueError(f"z must have shape ({U.shape[0]},) or (batch, {U.shape[0]}) to match U; got {z.shape}")
-    return _grad(U, name, alpha, a)(z)
+    return _grad(U, phi)(z)
 
 
 def map_back(U, zs) -> np.ndarray:
@@ -266,9 +214,9 @@ def map_back(U, zs) -> np.ndarray:
 
 def _setup_z(z0, U, activation_name, alpha, a, name="z0"):
     U = _check_U(U)
-    fn, alpha, a = _kw(activation_name, alpha, a)
+    phi = _table1_activation(activation_name, alpha, a)
     z0 = as_vector(name, z0, dim=U.shape[0])
-    return z0, _grad(U, fn, alpha, a)
+    return z0, _grad(U, phi)
 
 
 def _steps(steps: int) -> int:
@@ -400,9 +348,9 @@ def linearized_admm_z(z0, y0, U, activation_name: str, steps: int, *, alpha: flo
 
 def _setup_x(x0, W, activation_name, alpha, a):
     W = check_square("W", W)
-    name, alpha, a = _kw(activation_name, alpha, a)
+    phi = _table1_activation(activation_name, alpha, a)
     x0 = as_vector("x0", x0, dim=W.shape[0])
-    return x0, (lambda x: _phi(name, W @ x, alpha, a))
+    return x0, (lambda x: phi(W @ x))
 
 
 def feedforward_x(x0, W, activation_name: str, steps: int, *, alpha: float = 0.01, a: float = 1.0) -> np.ndarray:
@@ -609,98 +557,3 @@ def iterations_to_accuracy(A, b, z0, method: str, step: float, momentum: float, 
         if done.all():
             break
     return count
-
-
-# --- Sec. 5.3 / Table 2: the trained nets ----------------------------------------------------
-
-TABLE2_METHODS = ("admm", "gd", "hb", "agd", "agd2")
-
-
-class Table2Net(nn.Module):
-    """The nets of Sec. 5.3 / Table 2: ``depth`` layers, one W_k (and bias b_k) per layer.
-
-    Each layer applies phi(W_k x + b_k) (phi = sigmoid) inside the recurrence of its method:
-
-    - ``gd``: x_{k+1} = phi(W_k x_k), eq (7);
-    - ``hb``: x_{k+1} = phi(W_k x_k) + beta (x_k - x_{k-1}), eq (11), beta = 0.3 (Sec. 5.3);
-    - ``agd``: x_{k+1} = phi(W_k (x_k + beta_k (x_k - x_{k-1}))), eq (12), theta schedule of (3);
-    - ``agd2``: x_{k+1} = x_k - sum_{j<=k} h_{k+1,j} (x_j - phi(W_j x_j)), eq (13) with h of (5).
-      Reading: the "gradient" x_j - phi(W_j x_j) is computed once, at layer j, with layer j's
-      weights (the algorithm evaluates each gradient once), then reused by later layers;
-    - ``admm``: eq (14) with W_k shared by the two paths at layer k (one W per layer like
-      the others; in the theory both paths use the same W), x'_0 = x_0; returns the x path.
-
-    ``copies`` independent nets are stored side by side (weights of shape (copies, n, n)) and
-    applied to inputs of shape (copies, batch, n): training them on the sum of their losses
-    with an elementwise optimiser (Adam) is exactly training each alone, faster on a CPU.
-    Biases: the paper writes W x; we keep nn.Linear's bias (``bias=False`` drops it).
-    Initialisation: nn.Linear's default, U(-1/sqrt(n), 1/sqrt(n)), drawn from ``generators``
-    (one per copy) so that every method starts from the same weights for the same seed.
-    """
-
-    def __init__(self, method: str, depth: int, width: int = 100, *, copies: int = 1,
-                 beta: float = 0.3, bias: bool = True, generators=None,
-                 dtype=None, device=None):
-        super().__init__()
-        self.method = check_choice("method", method, TABLE2_METHODS)
-        self.depth = check_int("depth", depth, min_value=1)
-        self.width = check_int("width", width, min_value=1)
-        self.copies = check_int("copies", copies, min_value=1)
-        self.beta = check_real("beta", beta)
-        dtype = torch.float32 if dtype is None else dtype
-        if generators is not None and len(generators) != self.copies:
-            raise ValueError(f"generators must have one generator per copy ({self.copies}); got {len(generators)}")
-        bound = 1.0 / np.sqrt(width)
-
-        def draw(shape):
-            if generators is None:
-                t = torch.rand((self.copies, *shape), dtype=torch.float64)
-            else:
-                t = torch.stack([torch.rand(shape, generator=g, dtype=torch.float64) for g in generators])
-            return ((2 * t - 1) * bound).to(dtype=dtype, device=device)
-
-        self.weight = nn.ParameterList(nn.Parameter(draw((width, width))) for _ in range(depth))
-        self.bias = (nn.ParameterList(nn.Parameter(draw((1, width))) for _ in range(depth))
-                     if bias else None)
-        self.register_buffer("momentum", torch.tensor(nesterov_momentum(depth), dtype=dtype, device=device))
-        self.register_buffer("h", torch.tensor(nesterov_h_weights(depth), dtype=dtype, device=device))
-
-    def layer(self, k: int, x):
-        """T_k(x) = phi(W_k x + b_k) for x of shape (copies, batch, n)."""
-        pre = torch.bmm(x, self.weight[k].transpose(1, 2))
-        if self.bias is not None:
-            pre = pre + self.bias[k]
-        return torch.sigmoid(pre)
-
-    def forward(self, x):
-        if x.dim() != 3 or x.shape[0] != self.copies or x.shape[2] != self.width:
-            raise ValueError(f"x must have shape (copies={self.copies}, batch, width={self.width}); "
-                             f"got {tuple(x.shape)}")
-        m = self.method
-        if m == "gd":
-            for k in range(self.depth):
-                x = self.layer(k, x)
-            return x
-        if m == "hb":
-            prev = x
-            for k in range(self.depth):
-                x, prev = self.layer(k, x) + self.beta * (x - prev), x
-            return x
-        if m == "agd":
-            prev = x
-            for k in range(self.depth):
-                x, prev = self.layer(k, x + self.momentum[k] * (x - prev)), x
-            return x
-        if m == "agd2":
-            grads = []
-            for k in range(self.depth):
-                grads.append(x - self.layer(k, x))
-                x = x - torch.einsum("j,j...->...", self.h[k + 1, : k + 1], torch.stack(grads))
-            return x
-        xp, s = x, torch.zeros_like(x)
-        for k in range(self.depth):
-            xp_new = (self.layer(k, xp) + x - s) / 2
-            x = (self.layer(k, x) + xp_new + s) / 2
-            xp = xp_new
-            s = s + xp - x
-        return x

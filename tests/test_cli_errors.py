@@ -8,10 +8,10 @@ import re
 import pytest
 import torch
 
-import experiments.runs.train as train_mod
+import experiments.cli.train as train_mod
 from experiments.cli import build_parser, main
 from experiments.runs.store import RunDir, TrainConfig
-from experiments.runs.train import config_from_args
+from experiments.cli.train import config_from_args
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

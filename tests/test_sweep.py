@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import experiments.runs.sweep as sweep_mod
+import experiments.runs.pool as sweep_mod  # where runs are trained (train, os.cpu_count)
 from experiments.cli import main
 from experiments.runs.store import RunDir, TrainConfig
 from experiments.runs.sweep import (

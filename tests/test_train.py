@@ -9,7 +9,8 @@ import torch
 from experiments.runs.data import load_dataset
 from experiments.runs.store import METRIC_FIELDS, RunDir, TrainConfig
 from analysis.models import build_model
-from experiments.runs.train import load_run, lr_at_epoch, parameter_groups, train
+from experiments.runs.store import load_run
+from experiments.runs.train import lr_at_epoch, parameter_groups, train
 
 # Tiny convs on this oversubscribed 2-core machine ran ~10x slower with 2 torch threads.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,4 +1,5 @@
-from experiments.cli import main
 import sys
+
+from experiments.cli import main
 
 sys.exit(main())

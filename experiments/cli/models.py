@@ -1,6 +1,12 @@
 """``blockaudit models``: the model registry as a table (name, parameters, source, paper)."""
 from __future__ import annotations
 
+import pandas as pd
+import torch
+
+from analysis.models import build_model, count_parameters, list_models, model_info
+from experiments.report.tables import markdown_table
+
 
 def add_subcommand(sub) -> None:
     p = sub.add_parser("models", help="list the registered models with their parameter counts and sources")
@@ -10,12 +16,6 @@ def add_subcommand(sub) -> None:
 
 
 def _cmd_models(args) -> int:
-    import pandas as pd
-    import torch
-
-    from analysis.models import build_model, count_parameters, list_models, model_info
-    from experiments.report.tables import markdown_table
-
     names = list_models(args.pattern)
     if not names:
         raise ValueError(f"no registered model matches {args.pattern!r}; registered models: {', '.join(list_models())}")

@@ -9,11 +9,14 @@ results: torch's kernel set (``torch.backends.cpu.get_cpu_capability()``) and th
 from __future__ import annotations
 
 import functools
+import importlib.metadata as md
 import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 __all__ = ["provenance", "git_state", "cpu_model", "numeric_environment", "provenance_line"]
 
@@ -63,8 +66,6 @@ def numeric_environment(device: str = "cpu", threads: int | None = None) -> str:
     amplifies it: 1 vs 2 threads gave 42% vs 20% test accuracy in one probe). On a GPU the kernels
     are not bit-reproducible from run to run anyway, so the tag is just ``"cuda"``.
     """
-    import torch
-
     kind = str(device).split(":")[0]
     if kind != "cpu":
         return kind
@@ -73,8 +74,6 @@ def numeric_environment(device: str = "cpu", threads: int | None = None) -> str:
 
 
 def _versions() -> dict:
-    import importlib.metadata as md
-
     out = {"python": sys.version.split()[0]}
     for name in ("torch", "numpy", "scipy", "pandas", "hypothesis", "scikit-learn", "loss-landscapes"):
         try:
@@ -92,8 +91,6 @@ def provenance(device: str = "cpu", **extra) -> dict:
     ``cpu_capability``, ``torch_threads``), ``device`` (with the GPU's name on CUDA),
     ``numeric_environment``, and ``command`` (this process's command line). ``extra`` is merged in.
     """
-    import torch
-
     machine = {"platform": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count(),
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "torch_threads": torch.get_num_threads()}

@@ -39,16 +39,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from analysis.models import build_model
 from analysis.validation import check_bool, check_choice, check_int, check_real
 
-__all__ = ["TrainConfig", "RunDir", "METRIC_FIELDS", "SCHEDULES", "PRECISIONS", "COMPILE_MODES", "environment_info",
+__all__ = ["TrainConfig", "RunDir", "load_run", "CLAIM_RECORD", "METRIC_FIELDS", "SCHEDULES", "PRECISIONS", "COMPILE_MODES", "environment_info",
            "check_device"]
 
 METRIC_FIELDS = ("epoch", "lr", "loss", "acc", "test_loss", "test_acc", "seconds", "train_seconds", "images_per_s")
 SCHEDULES = ("step", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ON_NONFINITE = ("raise", "stop")
+CLAIM_RECORD = "claim.json"  # a run's record of the claims it was trained for (RunDir.record_claim)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PAD_MODES = ("reflect", "zero")
 
@@ -226,11 +229,43 @@ class RunDir:
     checkpoint_path = property(lambda self: self.path / "checkpoint.pt")
     environment_path = property(lambda self: self.path / "environment.json")
     result_path = property(lambda self: self.path / "result.json")
+    claim_path = property(lambda self: self.path / CLAIM_RECORD)
 
     def _write_atomic(self, target: Path, write) -> None:
         tmp = target.with_name(target.name + ".tmp")
         write(tmp)
         os.replace(tmp, target)  # a kill mid-write leaves the previous file intact
+
+    def claim_record(self) -> dict | None:
+        """``{"claims": [ids], "paper": id}``: what the run was trained for (None when nothing recorded it)."""
+        if not self.claim_path.exists():
+            return None
+        record = json.loads(self.claim_path.read_text())
+        if not isinstance(record, dict) or not isinstance(record.get("claims", []), list):
+            raise ValueError(f"{self.claim_path}: expected an object like {{\"claims\": [\"NRL-params\"], "
+                             f"\"paper\": \"NRL\"}}; got {record!r}")
+        return record
+
+    def record_claim(self, claim: str, paper: str) -> None:
+        """Add ``claim`` (and its ``paper``) to the run's ``claim.json``; one run may serve several claims.
+
+        The run id leaves the claim out (the same config computes the same numbers whatever it is
+        for), so this record is where a report finds which paper a run belongs to.
+        """
+        if not claim and not paper:
+            return
+        record = self.claim_record() or {"claims": []}
+        if claim and claim not in record["claims"]:
+            record["claims"] = [*record["claims"], claim]
+        if paper:
+            papers = record.get("papers", [record["paper"]] if record.get("paper") else [])
+            if paper not in papers:
+                papers.append(paper)
+            record["paper"] = papers[0]
+            if len(papers) > 1:
+                record["papers"] = papers
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._write_atomic(self.claim_path, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
 
     def has_trained_state(self) -> bool:
         """True once the run has left more than its config: a checkpoint, metric rows or a result."""
@@ -368,3 +403,28 @@ def _zip_intact(path: Path) -> bool:
 def _float(text: str) -> float:
     # An empty cell (a column added after the row was written) reads as NaN, like a skipped evaluation.
     return float(text) if text not in ("", None) else math.nan
+
+
+# --- loading a trained run ---------------------------------------------------------------------
+
+def load_run(run_dir: Path | str, map_location: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """The trained model (eval mode, on ``map_location``) and config of a run directory."""
+    rd = RunDir(run_dir)
+    config = rd.load_config()
+    ckpt = rd.load_checkpoint(map_location=map_location)
+    if ckpt is None:
+        why = ("the run finished but its checkpoint was deleted (result.json holds its metrics)"
+               if rd.result_path.exists() else "the run has not finished an epoch")
+        raise FileNotFoundError(f"no checkpoint.pt in {rd.path}: {why}")
+    num_classes = _num_classes_from_state(ckpt["model"])
+    model = build_model(config.model, num_classes=num_classes, **config.model_options)
+    model.load_state_dict(ckpt["model"])
+    return model.to(map_location).eval(), config
+
+
+def _num_classes_from_state(state: dict) -> int:
+    # The last linear layer's bias has num_classes entries in every registered model.
+    bias = [v for k, v in state.items() if k.endswith("bias") and v.ndim == 1 and ("fc." in k or "heads." in k)]
+    if not bias:
+        raise ValueError("cannot infer num_classes from the checkpoint: no fc/heads bias found")
+    return int(bias[-1].shape[0])

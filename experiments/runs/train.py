@@ -31,7 +31,9 @@ gradient of the global batch's mean loss, BatchNorm is made global, and only ran
 directory. Dropout (no registered model uses it by default) draws per rank, so such a model is not
 the one-process model.
 
-``load_run(run_dir) -> (model, config)`` rebuilds the model from the run for analyses.
+The schedules and the optimizer are ``experiments.runs.schedule``'s, the non-finite diagnosis
+``experiments.runs.nonfinite``'s; ``experiments.runs.store.load_run(run_dir) -> (model, config)``
+rebuilds a trained model for analyses, and ``experiments.cli.train`` is the command.
 """
 from __future__ import annotations
 
@@ -40,7 +42,6 @@ import copy
 import math
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -51,60 +52,27 @@ from analysis.models import build_model
 from analysis.probes.fp16_peaks import FP16_MAX  # 65504: larger values overflow to inf in float16
 from experiments.runs.data import ImageDataset, iterate_batches, load_dataset
 from experiments.runs.distributed import DistContext, all_reduce_min, all_reduce_sum, convert_batchnorm
+from experiments.runs.nonfinite import NonFiniteDiagnosis, NonFiniteLoss, rng_state, set_rng_state
 from experiments.runs.provenance import provenance
-from experiments.runs.store import SCHEDULES, RunDir, TrainConfig, check_device, environment_info
+from experiments.runs.schedule import (
+    lr_at_epoch,
+    lr_at_step,
+    make_optimizer,
+    parameter_groups,
+    seed_for,
+    steps_per_epoch,
+)
+from experiments.runs.store import RunDir, TrainConfig, check_device, environment_info
 
-__all__ = ["train", "load_run", "lr_at_epoch", "lr_at_step", "steps_per_epoch", "evaluate", "parameter_groups",
-           "make_optimizer", "Trainer", "add_subcommand", "TrainResult", "CHECK_EVERY", "NonFiniteLoss", "FP16_MAX",
-           "check_trainable", "config_from_args", "cpu_threads"]
+__all__ = ["train", "evaluate", "Trainer", "TrainResult", "CHECK_EVERY", "NonFiniteLoss", "FP16_MAX",
+           "check_trainable", "cpu_threads", "load_training_data",
+           # re-exported from experiments.runs.schedule
+           "lr_at_epoch", "lr_at_step", "steps_per_epoch", "parameter_groups", "make_optimizer"]
 
 # Steps between reads of the device-side accumulators (progress bar, non-finite flag): one host
 # sync per CHECK_EVERY steps instead of one per step.
 CHECK_EVERY = 50
 _NO_BAD_STEP = 2 ** 62
-
-
-# --- learning rate ----------------------------------------------------------------------------
-
-def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
-    """Optimizer steps in one epoch of ``n_train`` images (global batches; ``drop_last`` drops the remainder)."""
-    steps = n_train // config.batch_size if config.drop_last else math.ceil(n_train / config.batch_size)
-    if steps < 1:
-        raise ValueError(f"batch_size={config.batch_size} with drop_last=True leaves no batch of the {n_train} "
-                         "training images; lower batch_size or set drop_last=False")
-    return steps
-
-
-def lr_at_step(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Learning rate of (0-based, global) optimizer ``step``.
-
-    ``step`` and ``cosine`` change per epoch (``lr_at_epoch``). ``onecycle``: with T = epochs x
-    steps_per_epoch steps and W = round(warmup_fraction * T) warm-up steps, lr * (s + 1) / W for
-    s < W (the first step already moves), then lr * (T - s) / (T - W), which reaches 0 at s = T.
-    """
-    if config.schedule != "onecycle":
-        return lr_at_epoch(config, step // steps_per_epoch)
-    total = config.epochs * steps_per_epoch
-    warm = round(config.warmup_fraction * total)
-    if step < warm:
-        return config.lr * (step + 1) / warm
-    return config.lr * max(0, total - step) / (total - warm)
-
-
-def lr_at_epoch(config: TrainConfig, epoch: int, steps_per_epoch: int | None = None) -> float:
-    """Learning rate at the first step of (0-based) ``epoch`` (throughout it for ``step`` / ``cosine``)."""
-    if config.schedule == "onecycle":
-        if steps_per_epoch is None:
-            raise ValueError("the onecycle schedule changes every step: pass steps_per_epoch (or use lr_at_step)")
-        return lr_at_step(config, epoch * steps_per_epoch, steps_per_epoch)
-    if config.schedule == "cosine":
-        return 0.5 * config.lr * (1.0 + math.cos(math.pi * epoch / config.epochs))
-    assert config.schedule in SCHEDULES
-    return config.lr * config.gamma ** sum(epoch >= m for m in config.milestones)
-
-
-def _seed_for(config: TrainConfig, epoch: int) -> int:
-    return config.seed * 1_000_003 + epoch
 
 
 # --- building blocks --------------------------------------------------------------------------
@@ -144,49 +112,6 @@ def evaluate(model: nn.Module, data: ImageDataset, split: str = "test", batch_si
     return float(loss_sum) / n, int(correct) / n
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """SGD parameter groups: weight decay on every parameter except those ``model.no_weight_decay()`` names.
-
-    Without such a method (or with an empty set) there is one group, as in the ResNEst authors' code
-    (BN and biases decayed too), so checkpoints of older runs keep their one-group optimizer state.
-    Otherwise the named parameters (the Newton-CG nets' alpha/beta scalars, which the ND authors keep
-    out of weight decay) form a second group with ``weight_decay=0``; a name that is not a parameter
-    raises, since a silent miss would decay what the model asked to exclude.
-    """
-    named = dict(model.named_parameters())
-    excluded = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) else set()
-    unknown = sorted(excluded - set(named))
-    if unknown:
-        raise ValueError(f"{type(model).__name__}.no_weight_decay() names {unknown}, which are not parameters "
-                         f"of the model; expected names from named_parameters(), e.g. {next(iter(named), '')!r}")
-    decayed = [p for n, p in named.items() if n not in excluded]
-    if not excluded:
-        return [{"params": decayed, "weight_decay": weight_decay}]
-    return [{"params": decayed, "weight_decay": weight_decay},
-            {"params": [p for n, p in named.items() if n in excluded], "weight_decay": 0.0}]
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig, fused: bool | None = None) -> torch.optim.SGD:
-    """SGD of ``config`` over ``parameter_groups(model)``.
-
-    ``fused=None`` uses the fused kernel (one launch for all parameters, the same update as the
-    per-parameter loop: ``tests/test_train.py`` compares them) when the parameters are on CUDA and
-    this torch has it, and the default implementation otherwise; True insists, False refuses.
-    """
-    kwargs = dict(lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
-                  weight_decay=config.weight_decay)
-    groups = parameter_groups(model, config.weight_decay)
-    if fused is None:
-        on_cuda = all(p.is_cuda for g in groups for p in g["params"])
-        if on_cuda:
-            try:
-                return torch.optim.SGD(groups, fused=True, **kwargs)
-            except (RuntimeError, TypeError, ValueError):
-                pass  # an older torch or an unsupported dtype: the default kernel does the same update
-        return torch.optim.SGD(groups, **kwargs)
-    return torch.optim.SGD(groups, fused=bool(fused), **kwargs)
-
-
 def _check_device(device: torch.device) -> None:
     check_device(device)  # experiments.runs.store: the one check, shared with checkpoint loading and the analyses
 
@@ -219,7 +144,7 @@ def check_trainable(config: TrainConfig) -> None:
                          f"valid options (with defaults): {valid}") from None
 
 
-def _load_data(config: TrainConfig, progress: bool) -> ImageDataset:
+def load_training_data(config: TrainConfig, progress: bool) -> ImageDataset:
     """``config``'s dataset; a bad dataset option is a ValueError (``load_dataset`` says which and the valid ones)."""
     try:
         return load_dataset(config.dataset, show_progress=progress, **config.dataset_options)
@@ -250,14 +175,6 @@ def _check_precision(precision: str, device: torch.device) -> None:
     if _CPU_AUTOCAST_ERROR[precision]:
         raise ValueError(f"precision={precision!r} does not run on this CPU with torch {torch.__version__} "
                          f"({_CPU_AUTOCAST_ERROR[precision]}); use precision='fp32'")
-
-
-class NonFiniteLoss(FloatingPointError):
-    """The training loss turned non-finite; ``info`` holds step, epoch, batch, lr, loss, where and advice."""
-
-    def __init__(self, message: str, info: dict) -> None:
-        super().__init__(message)
-        self.info = info
 
 
 @contextlib.contextmanager
@@ -321,39 +238,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _first_nonfinite(named_tensors) -> str | None:
-    for name, t in named_tensors:
-        if t is not None and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            return name
-    return None
-
-
-def _tensors_of(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, (tuple, list)):
-        return [t for o in out for t in _tensors_of(o)]
-    if isinstance(out, dict):
-        return [t for o in out.values() for t in _tensors_of(o)]
-    return []
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 # --- one process's share of a run -------------------------------------------------------------
 
-class Trainer:
+class Trainer(NonFiniteDiagnosis):
     """The model, optimizer and training step of one run on one process (``train`` and the benchmark use it).
 
     ``net`` is the plain module (its BatchNorm made global when data-parallel), ``model`` the same
@@ -415,14 +302,14 @@ class Trainer:
 
     def _take_snapshot(self, epoch: int) -> None:
         self._snapshot = {"epoch": epoch, "model": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
-                          "optimizer": copy.deepcopy(self.optimizer.state_dict()), "rng": _rng_state(self.device),
+                          "optimizer": copy.deepcopy(self.optimizer.state_dict()), "rng": rng_state(self.device),
                           "scaler": copy.deepcopy(self.scaler.state_dict()) if self.scaler.is_enabled() else None}
 
     # data ---------------------------------------------------------------------------------
     def batches(self, data: ImageDataset, epoch: int):
         """This rank's part of every global batch of ``epoch`` (same draws on every rank)."""
         c = self.config
-        gen = torch.Generator().manual_seed(_seed_for(c, epoch))
+        gen = torch.Generator().manual_seed(seed_for(c, epoch))
         shard = (self.dist.rank, self.dist.world_size) if self.dist.enabled else None
         return iterate_batches(data.train_images, data.train_labels, c.batch_size, data.mean, data.std,
                                shuffle=True, generator=gen, augment=c.augment, pad_mode=c.pad_mode,
@@ -470,7 +357,7 @@ class Trainer:
         spe = steps_per_epoch(c, n)
         sizes = sorted({self._local_size(self._global_batch(n, i)) for i in (0, spe - 1)}, reverse=True)
         state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        rng = _rng_state(self.device)
+        rng = rng_state(self.device)
         gen = torch.Generator(device=self.device).manual_seed(0)
         _sync(self.device)
         t0 = time.perf_counter()
@@ -486,7 +373,7 @@ class Trainer:
         took = time.perf_counter() - t0
         self.optimizer.zero_grad(set_to_none=True)
         self.net.load_state_dict(state)
-        _set_rng_state(rng, self.device)
+        set_rng_state(rng, self.device)
         self.compile_seconds += took
         return took
 
@@ -533,7 +420,7 @@ class Trainer:
             if (i + 1) % CHECK_EVERY == 0 and i + 1 < spe:
                 bad_step = int(all_reduce_min(bad.clone(), self.dist))
                 if bad_step != _NO_BAD_STEP:
-                    self._raise_non_finite(data, epoch, bad_step)
+                    self.raise_non_finite(data, epoch, bad_step)
                 if bar is not None:
                     now = time.perf_counter()
                     scale = self.dist.world_size  # rank 0's running figures stand for the others'
@@ -546,7 +433,7 @@ class Trainer:
         loss_total, correct_total = totals.tolist()  # the epoch's one full sync
         train_seconds = time.perf_counter() - t0
         if bad_step != _NO_BAD_STEP:
-            self._raise_non_finite(data, epoch, bad_step)
+            self.raise_non_finite(data, epoch, bad_step)
         if bar is not None:
             bar.set_postfix(epoch=epoch, loss=f"{loss_total / images:.3f}", acc=f"{correct_total / images:.3f}",
                             img_s=f"{images / train_seconds:,.0f}")
@@ -557,96 +444,6 @@ class Trainer:
         # The eager module: evaluation is not timed, and a compiled eval graph would be a recompile.
         return evaluate(self.net, data, split, self.config.eval_batch_size, self.device,
                         precision=self.config.precision, channels_last=self.channels_last)
-
-    # non-finite diagnosis -----------------------------------------------------------------
-    def _raise_non_finite(self, data: ImageDataset, epoch: int, bad_step: int) -> None:
-        c = self.config
-        n = data.train_images.shape[0]
-        spe = steps_per_epoch(c, n)
-        loss, where = self._diagnose(data, epoch, bad_step)
-        lr = lr_at_step(c, bad_step, spe)
-        advice = [f"lower the learning rate (lr={c.lr:g}; this step used {lr:g})"
-                  + (" or lengthen the warm-up (warmup_fraction)" if c.schedule == "onecycle" else "")]
-        if c.precision == "fp16":
-            advice.append(f"train in bf16 or fp32 (precision='bf16' / 'fp32'; float16 overflows above {FP16_MAX:g})")
-        elif c.precision != "fp32":
-            advice.append("train in fp32 (precision='fp32'; bf16 keeps 8 mantissa bits)")
-        if c.model.startswith("newton_resnet") and not c.model_options.get("second_order_tanh", False):
-            advice.append("for Newton-ResNets set the model option second_order_tanh=True (a tanh after the "
-                          "second-order term keeps it bounded, NRL sec. 4.4)")
-        info = {"step": bad_step, "epoch": epoch, "batch": bad_step - epoch * spe, "lr": lr, "loss": loss,
-                "where": where, "precision": c.precision, "advice": advice}
-        raise NonFiniteLoss(
-            f"non-finite training loss {loss} at step {bad_step} (epoch {epoch}, batch {bad_step - epoch * spe}, "
-            f"lr {lr:g}): {where}. To fix: {'; '.join(advice)}", info)
-
-    def _diagnose(self, data: ImageDataset, epoch: int, bad_step: int) -> tuple[str, str]:
-        """Replay ``epoch`` eagerly from its start up to ``bad_step``; return (loss there, where it went bad)."""
-        snap = self._snapshot
-        assert snap is not None and snap["epoch"] == epoch
-        self.net.load_state_dict(snap["model"])
-        self.optimizer.load_state_dict(snap["optimizer"])
-        if snap.get("scaler") is not None:
-            self.scaler.load_state_dict(snap["scaler"])
-        _set_rng_state(snap["rng"], self.device)
-        c, n = self.config, data.train_images.shape[0]
-        spe = steps_per_epoch(c, n)
-        named_params = list(self.net.named_parameters())
-        for i, (x, y) in enumerate(self.batches(data, epoch)):
-            step = epoch * spe + i
-            gb = self._global_batch(n, i)
-            if step == bad_step:
-                return self._diagnose_step(x, y, gb)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr_at_step(c, step, spe)
-            _, loss_sum = self._forward_loss(self.model, x, y)
-            self._backward(loss_sum, gb)
-            # With loss scaling an overflowing gradient is expected: the scaler skips that step.
-            name = None if self.scaler.is_enabled() else _first_nonfinite((n_, p.grad) for n_, p in named_params)
-            if name is not None:
-                return "nan", (f"the loss was finite at step {step} but the gradient of parameter {name!r} was not; "
-                               "the update made the weights non-finite")
-            self._update()
-            name = _first_nonfinite(named_params)
-            if name is not None:
-                return "nan", (f"parameter {name!r} became non-finite in the update of step {step} "
-                               f"(lr {lr_at_step(c, step, spe):g}): the update overflowed")
-        return "nan", "an eager replay of the epoch did not reach the step (internal error)"
-
-    def _diagnose_step(self, x: torch.Tensor, y: torch.Tensor, global_batch: int) -> tuple[str, str]:
-        name = _first_nonfinite(self.net.named_parameters())
-        if name is not None:
-            return "nan", f"parameter {name!r} was already non-finite before this step"
-        if not bool(torch.isfinite(x).all()):
-            return "nan", "the input batch holds non-finite values (check the data and its normalisation)"
-        first: list[tuple[str, nn.Module]] = []
-        names = {id(m): n for n, m in self.net.named_modules()}
-
-        def hook(module, _inputs, output):
-            if not first and any(t.is_floating_point() and not bool(torch.isfinite(t).all())
-                                 for t in _tensors_of(output)):
-                first.append((names.get(id(module), "?") or "(the whole model)", module))
-
-        handles = [m.register_forward_hook(hook) for m in self.net.modules()]
-        try:
-            _, loss_sum = self._forward_loss(self.model, x, y)
-        finally:
-            for h in handles:
-                h.remove()
-        loss = f"{float(loss_sum.detach()) / x.shape[0]:g}"
-        if first:
-            name, module = first[0]
-            return loss, (f"module {name!r} ({type(module).__name__}) is the first whose output is non-finite "
-                          "(its inputs and all weights were finite)")
-        self._backward(loss_sum, global_batch)
-        grad = _first_nonfinite((n_, p.grad) for n_, p in self.net.named_parameters())
-        if not math.isfinite(float(loss_sum.detach())):
-            return loss, "every module output was finite but the loss was not (logits too large for the loss)"
-        if grad is not None:
-            return loss, f"the gradient of parameter {grad!r} was non-finite"
-        return loss, ("an eager fp32-exact replay of this step was finite: the non-finite value came from "
-                      "non-deterministic or compiled kernels (try compile=False, deterministic=True)")
-
 
 # --- a run ------------------------------------------------------------------------------------
 
@@ -678,7 +475,7 @@ def train(config: TrainConfig, run_dir: Path | str, *, progress: bool = True,
         _check_precision(config.precision, device)
         check_trainable(config)
         if data is None:
-            data = _load_data(config, progress and dist.is_main)
+            data = load_training_data(config, progress and dist.is_main)
     started = dist.start(device) if dist.enabled else False
     try:
         error = None
@@ -707,7 +504,7 @@ def _train(config, rd: RunDir, device, dist: DistContext, progress, max_epochs_t
     ckpt = rd.load_checkpoint(map_location="cpu")
     if ckpt is not None and ckpt["epoch"] >= config.epochs:
         return TrainResult(epochs_run=0, finished=True, metrics=ckpt["metrics"])
-    data = data if data is not None else _load_data(config, progress and dist.is_main)
+    data = data if data is not None else load_training_data(config, progress and dist.is_main)
     if data.device != device:
         data = data.to(device)
     if dist.is_main:
@@ -719,7 +516,7 @@ def _train(config, rd: RunDir, device, dist: DistContext, progress, max_epochs_t
     start_epoch, metrics = 0, []
     if ckpt is not None:
         trainer.load_state_dict(ckpt)
-        _set_rng_state({"cpu": ckpt["rng_state"], **({"cuda": ckpt["cuda_rng_state"]} if "cuda_rng_state" in ckpt
+        set_rng_state({"cpu": ckpt["rng_state"], **({"cuda": ckpt["cuda_rng_state"]} if "cuda_rng_state" in ckpt
                                                       else {})}, device)
         start_epoch, metrics = ckpt["epoch"], ckpt["metrics"]
     end_epoch = config.epochs if max_epochs_this_call is None else min(config.epochs, start_epoch + max_epochs_this_call)
@@ -800,194 +597,3 @@ def _result(config: TrainConfig, metrics: list[dict], trainer: Trainer, device: 
         # has the latest call's; a run resumed elsewhere differs between the two).
         "provenance": provenance(str(device)),
     }
-
-
-def load_run(run_dir: Path | str, map_location: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
-    """The trained model (eval mode, on ``map_location``) and config of a run directory."""
-    rd = RunDir(run_dir)
-    config = rd.load_config()
-    ckpt = rd.load_checkpoint(map_location=map_location)
-    if ckpt is None:
-        why = ("the run finished but its checkpoint was deleted (result.json holds its metrics)"
-               if rd.result_path.exists() else "the run has not finished an epoch")
-        raise FileNotFoundError(f"no checkpoint.pt in {rd.path}: {why}")
-    num_classes = _num_classes_from_state(ckpt["model"])
-    model = build_model(config.model, num_classes=num_classes, **config.model_options)
-    model.load_state_dict(ckpt["model"])
-    return model.to(map_location).eval(), config
-
-
-def _num_classes_from_state(state: dict) -> int:
-    # The last linear layer's bias has num_classes entries in every registered model.
-    bias = [v for k, v in state.items() if k.endswith("bias") and v.ndim == 1 and ("fc." in k or "heads." in k)]
-    if not bias:
-        raise ValueError("cannot infer num_classes from the checkpoint: no fc/heads bias found")
-    return int(bias[-1].shape[0])
-
-
-# --- command line -----------------------------------------------------------------------------
-
-def _parse_option(text: str, flag: str = "--option") -> tuple[str, object]:
-    import json
-
-    if "=" not in text:
-        raise ValueError(f"{flag} must look like KEY=VALUE; got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
-def _parse_seeds(text: str) -> list[int]:
-    """``--seeds`` text -> distinct non-negative seeds; a ValueError names the text and the bad item."""
-    example = "write distinct integers >= 0 separated by commas, e.g. --seeds 0,1,2"
-    seeds: list[int] = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            raise ValueError(f"--seeds {text!r} has an empty item; {example}")
-        try:
-            seed = int(item)
-        except ValueError:
-            raise ValueError(f"--seeds {text!r}: {item!r} is not an integer; {example}") from None
-        if seed < 0:
-            raise ValueError(f"--seeds {text!r}: seed {seed} is negative; {example}")
-        if seed in seeds:
-            raise ValueError(f"--seeds {text!r} lists seed {seed} twice (it would be the same run); {example}")
-        seeds.append(seed)
-    return seeds
-
-
-def _parse_milestones(text: str) -> tuple[int, ...]:
-    import argparse
-
-    try:
-        return tuple(int(m) for m in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated epochs such as 60,120,160; got {text!r}") from None
-
-
-def _train_defaults() -> dict:
-    """``TrainConfig``'s field defaults: the CLI's defaults, so a command and a sweep with the same settings agree."""
-    import dataclasses
-
-    return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
-
-
-def add_subcommand(subparsers) -> None:
-    from experiments.runs.store import COMPILE_MODES, ON_NONFINITE, PAD_MODES, PRECISIONS
-
-    d = _train_defaults()
-    p = subparsers.add_parser(
-        "train", help="train a registered model into a run directory (CPU or GPU; torchrun for several)",
-        description="Train MODEL; re-running the same command resumes or does nothing. Under "
-                    "`torchrun --nproc_per_node N` the same command trains data-parallel. Defaults are "
-                    "TrainConfig's (experiments/rundir.py), the same as a sweep file's.")
-    p.add_argument("model", metavar="MODEL", help="registered model name (see `blockaudit models`)")
-    p.add_argument("--data", default=d["dataset"], help="dataset name (default: %(default)s)")
-    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="dataset option, e.g. n_train=2000, root=DIR (cifar10), path=FILE.zip (cifar10_jpeg), "
-                        "cache_dir=DIR (repeatable)")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="model option, e.g. width=8 (repeatable)")
-    p.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs (default: %(default)s)")
-    seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=d["seed"], help="one run, written to --out (default: %(default)s)")
-    seeds.add_argument("--seeds", metavar="S1,S2,...", help="one run per seed, written to OUT/seed<S>/")
-    p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="training batch size (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"],
-                   help="SGD weight decay (default: %(default)s)")
-    p.add_argument("--momentum", type=float, default=d["momentum"],
-                   help="SGD (Nesterov) momentum (default: %(default)s)")
-    p.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"],
-                   help="per-epoch step (x gamma at each milestone) or cosine, or per-step onecycle "
-                        "(default: %(default)s)")
-    p.add_argument("--milestones", type=_parse_milestones, default=d["milestones"], metavar="E1,E2,...",
-                   help="step schedule: epochs at which the lr is multiplied by --gamma (default: "
-                        f"{','.join(map(str, d['milestones']))})")
-    p.add_argument("--gamma", type=float, default=d["gamma"],
-                   help="step schedule: lr factor at each milestone (default: %(default)s)")
-    p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"],
-                   help="onecycle: share of all steps spent warming up (default: %(default)s)")
-    p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"],
-                   help="label smoothing of the training loss, in [0, 1) (default: %(default)s)")
-    p.add_argument("--augment", action="store_true", default=d["augment"],
-                   help="random crop after padding by 4 + horizontal flip")
-    p.add_argument("--pad-mode", choices=PAD_MODES, default=d["pad_mode"],
-                   help="padding of the augmentation's crop (default: %(default)s)")
-    # "auto" rather than TrainConfig's "cpu": where a run executes changes its numbers by rounding
-    # only (sweep run ids leave the device out), and a GPU should not sit idle by default.
-    p.add_argument("--device", default="auto",
-                   help="cpu, cuda, cuda:N, or auto = cuda if available (default: %(default)s)")
-    p.add_argument("--precision", choices=PRECISIONS, default=d["precision"],
-                   help="bf16/fp16 train and evaluate under that autocast; fp16 with loss scaling "
-                        "(default: %(default)s)")
-    p.add_argument("--on-nonfinite", choices=ON_NONFINITE, default=d["on_nonfinite"],
-                   help="a non-finite training loss: raise an error, or stop the run as finished with the "
-                        "diagnosis in result.json (default: %(default)s)")
-    p.add_argument("--channels-last", action="store_true", default=d["channels_last"],
-                   help="NHWC memory format (faster convs on GPUs)")
-    p.add_argument("--compile", action="store_true", default=d["compile"], help="torch.compile the model")
-    p.add_argument("--compile-mode", default=d["compile_mode"], choices=COMPILE_MODES,
-                   help="torch.compile mode (default: %(default)s)")
-    p.add_argument("--deterministic", action="store_true", default=d["deterministic"],
-                   help="deterministic kernels (slower on GPU)")
-    p.add_argument("--eval-every", type=int, default=d["eval_every"],
-                   help="evaluate every N epochs; the last epoch always (default: %(default)s)")
-    p.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"],
-                   help="evaluation batch size (default: %(default)s)")
-    p.add_argument("--drop-last", action="store_true", default=d["drop_last"],
-                   help="drop each epoch's last incomplete batch")
-    p.add_argument("--out", type=Path, required=True, help="run directory (with --seeds: the parent of seed<S>/)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars (training and data decoding)")
-    p.set_defaults(func=_cmd_train)
-
-
-def _resolve_device(text: str) -> str:
-    if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return text
-
-
-def config_from_args(args) -> TrainConfig:
-    """The ``TrainConfig`` of parsed ``blockaudit train`` arguments (``--seeds`` aside)."""
-    return TrainConfig(
-        model=args.model, dataset=args.data,
-        model_options=dict(_parse_option(o, "--option") for o in args.option),
-        dataset_options=dict(_parse_option(o, "--data-option") for o in args.data_option),
-        seed=args.seed, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        weight_decay=args.weight_decay, momentum=args.momentum, schedule=args.schedule,
-        milestones=args.milestones, gamma=args.gamma, augment=args.augment,
-        label_smoothing=args.label_smoothing, warmup_fraction=args.warmup_fraction, pad_mode=args.pad_mode,
-        device=_resolve_device(args.device), precision=args.precision, channels_last=args.channels_last,
-        compile=args.compile, compile_mode=args.compile_mode, deterministic=args.deterministic,
-        eval_every=args.eval_every, eval_batch_size=args.eval_batch_size, drop_last=args.drop_last,
-        on_nonfinite=args.on_nonfinite)
-
-
-def _cmd_train(args) -> int:
-    seed_list = _parse_seeds(args.seeds) if args.seeds is not None else None
-    config = config_from_args(args)
-    dist = DistContext.from_env()
-    runs = [(config, args.out)] if seed_list is None else [
-        (replace(config, seed=s), args.out / f"seed{s}") for s in seed_list]
-    data = None
-    if len(runs) > 1:  # one load for every seed (the dataset does not depend on the training seed)
-        check_trainable(config)  # before the load: a typo fails in a second
-        data = _load_data(config, not args.no_progress and dist.is_main)
-    for cfg, out in runs:
-        result = train(cfg, out, progress=not args.no_progress, data=data, dist=dist)
-        if not dist.is_main:
-            continue
-        if result.get("nonfinite"):
-            print(f"{out}: stopped at a non-finite loss: {result['nonfinite']['message']}")
-        if result["epochs_run"] == 0 and not result.get("nonfinite"):
-            print(f"{out}: already finished ({cfg.epochs} epochs); nothing to do")
-        if not result["metrics"]:
-            continue
-        last = result["metrics"][-1]
-        print(f"{out}: epoch {last['epoch']}/{cfg.epochs} loss {last['loss']:.4f} acc {last['acc']:.4f} "
-              f"test_loss {last['test_loss']:.4f} test_acc {last['test_acc']:.4f}")
-    return 0

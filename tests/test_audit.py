@@ -4,7 +4,9 @@ import textwrap
 import pandas as pd
 import pytest
 
-from experiments.audit.run import CheckOutcome, render_markdown, run_audit, run_theory_checks, theory_verdict
+from experiments.audit.render import render_markdown
+from experiments.audit.run import run_audit
+from experiments.audit.theory import CheckOutcome, run_theory_checks, theory_verdict
 from experiments.claims import get_claim
 
 CLAIM = get_claim("ND-P1")
@@ -120,11 +122,10 @@ def test_full_audit_without_a_gpu_says_why_nothing_ran(tmp_path):
 def test_audit_carries_the_empirical_statistics_from_a_store(tmp_path):
     """A store of finished runs (no checkpoints) gives a computed verdict with effect, CI and run ids."""
     from experiments.audit.run import EmpiricalOptions
-    from experiments.audit.empirical import get_check
     from test_empirical import _fake_store  # tests/ is on sys.path (rootdir-less test modules)
 
     # seeds 0..4: differences 1.8, 1.9, 2.0, 2.1, 2.2 points, mean 2.0
-    ids = _fake_store(tmp_path / "store", get_check("oai-cifar"), "quick",
+    ids = _fake_store(tmp_path / "store", get_claim("OAI-cifar").check, "quick",
                       lambda label, seed: 0.90 + (0.018 + 0.001 * seed if label == "hbnet9" else 0.0))
     result = run_audit("quick", tmp_path, ["OAI-cifar"], log=lambda *_: None,
                        empirical=EmpiricalOptions(store=tmp_path / "store"), train_only=True)

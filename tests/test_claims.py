@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.claims import CLAIMS, CLAIMS_BY_ID, KINDS, PAPERS, Verdict, get_claim
+from experiments.claims import (CLAIMS, CLAIMS_BY_ID, KINDS, PAPERS, EmpiricalCheck, Reproduction, TheoryCheck,
+                                Verdict, get_claim)
 from experiments.reproduce import list_reproductions
 
 SHARED_CLAIMS = Path(__file__).resolve().parents[2] / "shared" / "CLAIMS.md"
@@ -38,17 +39,16 @@ def test_every_claim_names_a_known_kind_and_check():
     reps = set(list_reproductions())
     for c in CLAIMS:
         assert c.kind in KINDS, c.id
-        kind, _, name = c.settled_by.partition(":")
-        assert kind in {"theory", "reproduce", "empirical"}, c.id
-        if kind == "reproduce":
-            assert name in reps, c.id
-        if kind == "theory":
+        assert isinstance(c.check, (TheoryCheck, Reproduction, EmpiricalCheck)), c.id
+        if isinstance(c.check, Reproduction):
+            assert c.check.name in reps, c.id
+        if isinstance(c.check, TheoryCheck):
             assert c.kind.startswith(("theorem", "structural")), c.id
 
 
 def test_every_theory_claim_has_a_marked_test():
     # Collected in a subprocess: a nested collection would re-import this session's test modules.
-    code = ("import json; from experiments.audit.run import collect_claim_tests; "
+    code = ("import json; from experiments.audit.theory import collect_claim_tests; "
             "print(json.dumps(collect_claim_tests()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -57,7 +57,7 @@ def test_every_theory_claim_has_a_marked_test():
     found = json.loads(out.stdout.strip().splitlines()[-1])
     unknown = sorted(set(found) - set(CLAIMS_BY_ID))
     assert not unknown, f"tests marked with claim ids that are not in the registry: {unknown}"
-    missing = sorted(c.id for c in CLAIMS if c.settled_by == "theory" and c.id not in found)
+    missing = sorted(c.id for c in CLAIMS if isinstance(c.check, TheoryCheck) and c.id not in found)
     assert not missing, f"theory claims with no marked test in theory_checks: {missing}"
 
 

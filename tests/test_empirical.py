@@ -6,11 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from experiments.claims import CLAIMS
-from experiments.audit.empirical import (CHECKS, Comparison, EmpiricalCheck, ProfileSpec, Region, build_sweep,
-                                   judge_stability,
-                                   combine_statuses, full_dataset, get_check, judge, paired_stats, run_empirical,
-                                   verdict_from_store)
+from experiments.audit.datasets import full_dataset
+from experiments.audit.empirical import build_sweep, run_empirical, verdict_from_store
+from experiments.audit.stats import combine_statuses, judge, judge_stability, paired_stats
+from experiments.claims import CLAIMS, Claim, Comparison, EmpiricalCheck, ProfileSpec, Region, get_claim
 from experiments.runs.store import RunDir
 
 # t_{0.975, 2} from a table (not from scipy, which the code under test uses).
@@ -65,20 +64,18 @@ def test_combine_statuses():
 
 # --- the registry --------------------------------------------------------------------------------
 
-EMPIRICAL = [c for c in CLAIMS if c.settled_by.startswith("empirical:")]
+EMPIRICAL = [c for c in CLAIMS if isinstance(c.check, EmpiricalCheck)]
+CHECKS = [c.check for c in EMPIRICAL]
 
 
 def test_every_empirical_claim_has_a_check_with_both_profiles_or_a_reason():
     assert len(EMPIRICAL) == 10
     for claim in EMPIRICAL:
-        check = get_check(claim.settled_by.split(":", 1)[1])
-        assert check.claim_id == claim.id
+        check = claim.check
         for ps in (check.quick, check.full):
             assert ps.sweep is not None or len(ps.reason) > 30, (claim.id, ps.reason)
             if ps.sweep is not None and not check.qualitative:
                 assert ps.comparisons or check.judge_fn is not None, claim.id
-    with pytest.raises(KeyError, match="unknown empirical check 'nope'; known checks: nrl-params"):
-        get_check("nope")
 
 
 def test_quick_specs_use_cpu_data_and_enough_seeds_and_say_analogue():
@@ -110,9 +107,9 @@ def test_full_specs_use_cifar_on_the_gpu_settings(tmp_path):
         precision = "fp16" if check.name == "nrl-fp16" else "bf16"
         assert spec.base.get("precision") == precision and spec.base.get("channels_last") is True
         assert len(spec.seeds) >= (3 if check.name == "rn-cifar" else 2), check.name
-    rn = build_sweep(get_check("rn-cifar"), "full")
+    rn = build_sweep(get_claim("RN-cifar").check, "full")
     assert [m.name for m in rn.models] == ["resnet20", "resnest20", "bn_resnest20", "a_resnest20"]
-    linear = build_sweep(get_check("nrl-linear"), "full")
+    linear = build_sweep(get_claim("NRL-linear").check, "full")
     assert all(m.options.get("activations") is False for m in linear.models)
 
 
@@ -160,11 +157,12 @@ def _fake_store(store, check, profile, acc_of, data_path=None, checkpoint=False)
 
 
 def test_verdict_from_a_store_without_checkpoints_names_its_runs(tmp_path):
-    check = get_check("nrl-params")
+    claim = get_claim("NRL-params")
+    check = claim.check
     noise = {0: 0.001, 1: -0.002, 2: 0.0, 3: 0.003, 4: -0.001}
     ids = _fake_store(tmp_path, check, "quick",
                       lambda label, seed: 0.95 + noise[seed] + (0.004 if label.startswith("newton_2211") else 0.0))
-    out = verdict_from_store(check, "quick", tmp_path)
+    out = verdict_from_store(claim, "quick", tmp_path)
     assert out.status == "holds", out.evidence
     assert sorted(out.runs) == sorted(ids) and len(ids) == 12  # 5 seeds x 2 models + the 2 seed-0 twins
     assert "stable under float noise" in out.evidence
@@ -176,27 +174,29 @@ def test_verdict_from_a_store_without_checkpoints_names_its_runs(tmp_path):
 
 def test_verdict_fails_when_the_block_is_clearly_worse_on_the_full_profile(tmp_path):
     (tmp_path / "c.zip").write_bytes(b"")
-    check = get_check("nrl-params")
+    claim = get_claim("NRL-params")
+    check = claim.check
     _fake_store(tmp_path / "store", check, "full",
                 lambda label, seed: 0.90 + 0.001 * seed - (0.05 if label == "newton_2211" else 0.0),
                 data_path=tmp_path / "c.zip")
-    out = verdict_from_store(check, "full", tmp_path / "store", tmp_path / "c.zip")
+    out = verdict_from_store(claim, "full", tmp_path / "store", tmp_path / "c.zip")
     assert out.status == "fails" and "JPEG CIFAR-10 (quality ~75)" in out.evidence
     assert "-5.00 pts" in out.evidence and "10 epochs" in out.evidence
 
 
 def test_one_sample_check_and_missing_runs(tmp_path):
-    check = get_check("im-cifar")
-    out = verdict_from_store(check, "quick", tmp_path)
+    claim = get_claim("IM-cifar")
+    check = claim.check
+    out = verdict_from_store(claim, "quick", tmp_path)
     assert out.status == "not run" and "6 runs of 6 missing" in out.evidence  # 5 seeds + the seed-0 twin
     _fake_store(tmp_path, check, "quick", lambda label, seed: 0.97 + 0.002 * seed)
-    out = verdict_from_store(check, "quick", tmp_path)
+    out = verdict_from_store(claim, "quick", tmp_path)
     # seeds 0..4: mean accuracy 0.97 + 0.002 * 2 = 97.40%
     assert out.status == "holds" and "identity_resnet test accuracy: 97.40%" in out.evidence
 
 
 def test_full_profile_without_a_gpu_is_not_run_with_the_reason(tmp_path):
-    out = run_empirical(get_check("oai-cifar"), "full", tmp_path, device=None, data_path=None, progress=False)
+    out = run_empirical(get_claim("OAI-cifar"), "full", tmp_path, device=None, data_path=None, progress=False)
     assert out.status == "not run"
     assert "needs a GPU" in out.evidence and "4 runs of 4 missing" in out.evidence
     assert "--device cuda" in out.evidence and not (tmp_path / "runs").exists()
@@ -204,8 +204,8 @@ def test_full_profile_without_a_gpu_is_not_run_with_the_reason(tmp_path):
 
 # --- one tiny analogue end to end ------------------------------------------------------------------
 
-TINY = EmpiricalCheck(
-    "tiny", "RN-cifar",
+TINY = Claim("RN-cifar", "test", "a tiny analogue", "empirical", EmpiricalCheck(
+    "tiny",
     quick=ProfileSpec(
         {"name": "tiny-test", "seeds": [0, 1, 2],
          "base": {"dataset": "synthetic", "dataset_options": {"n_train": 48, "n_test": 32, "num_classes": 3},
@@ -214,7 +214,7 @@ TINY = EmpiricalCheck(
                     {"label": "a_resnest", "name": "a_resnest20", "options": {"width": 2}}]},
         (Comparison("a_resnest", "standard", Region(-50.0), "-0.13 pts", "A-ResNEst not far below"),),
         "analogue on synthetic data, width 2, 1 epoch; not the paper's CIFAR setting"),
-    full=ProfileSpec(None, reason="test check: no full profile"))
+    full=ProfileSpec(None, reason="test check: no full profile")))
 
 
 def test_tiny_quick_analogue_trains_judges_and_reuses_its_runs(tmp_path):
@@ -248,13 +248,15 @@ def test_full_profile_path_runs_end_to_end_on_tiny_cifar_pickles(tmp_path, monke
     from tests.test_data_cifar import fake_cifar10
 
     fake_cifar10(tmp_path / "data", n_batch=4, n_test=6)
-    real = get_check("rn-cifar")
+    real_claim = get_claim("RN-cifar")
+    real = real_claim.check
     sweep = dict(real.full.sweep)
     sweep["seeds"] = [0, 1]
     sweep["base"] = {**sweep["base"], "epochs": 1, "batch_size": 8}
     sweep["models"] = [m for m in sweep["models"] if m["label"] in ("standard", "a_resnest")]
     comparisons = tuple(c for c in real.full.comparisons if c.block == "a_resnest")
-    tiny = dataclasses.replace(real, full=dataclasses.replace(real.full, sweep=sweep, comparisons=comparisons))
+    tiny = dataclasses.replace(real_claim, check=dataclasses.replace(
+        real, full=dataclasses.replace(real.full, sweep=sweep, comparisons=comparisons)))
     monkeypatch.setattr(emp, "_cannot_train", lambda profile, device, train: "")
     out = run_empirical(tiny, "full", tmp_path / "store", device="cpu", data_path=tmp_path / "data",
                         progress=False, log=lambda *_: None)
@@ -269,7 +271,7 @@ def test_full_profile_path_runs_end_to_end_on_tiny_cifar_pickles(tmp_path, monke
 
 
 def test_nrl_c100_finds_cifar100_beside_data_or_says_where_it_looked(tmp_path, monkeypatch):
-    from experiments.audit.empirical import cifar100_dataset
+    from experiments.audit.datasets import cifar100_dataset
     from tests.test_data_cifar import fake_cifar100
 
     monkeypatch.setenv("BLOCKAUDIT_DATA", str(tmp_path / "nowhere"))
@@ -277,12 +279,12 @@ def test_nrl_c100_finds_cifar100_beside_data_or_says_where_it_looked(tmp_path, m
     (tmp_path / "c10").mkdir()
     (tmp_path / "c10" / "cifar10-jpeg.zip").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"needs CIFAR-100 .*looked in: .*c10/cifar-100-python"):
-        build_sweep(get_check("nrl-c100"), "full", tmp_path / "c10" / "cifar10-jpeg.zip")
+        build_sweep(get_claim("NRL-c100").check, "full", tmp_path / "c10" / "cifar10-jpeg.zip")
     fake_cifar100(tmp_path / "c10")
     for given in (tmp_path / "c10" / "cifar10-jpeg.zip", tmp_path / "c10", tmp_path / "c10" / "cifar-100-python"):
         assert cifar100_dataset(given) == ("cifar100", {"root": str(tmp_path / "c10" / "cifar-100-python")},
                                            "CIFAR-100 (original pickles)")
-    spec = build_sweep(get_check("nrl-c100"), "full", tmp_path / "c10")
+    spec = build_sweep(get_claim("NRL-c100").check, "full", tmp_path / "c10")
     assert [m.label for m in spec.models] == ["resnet34", "newton_3432", "resnet18_linear", "newton_1111_linear"]
 
 
@@ -295,12 +297,13 @@ def test_full_profile_c100_path_runs_end_to_end_on_tiny_cifar100_pickles(tmp_pat
     from tests.test_data_cifar import fake_cifar100
 
     fake_cifar100(tmp_path / "data", n_train=16, n_test=6)
-    real = get_check("nrl-c100")
+    real_claim = get_claim("NRL-c100")
+    real = real_claim.check
     sweep = dict(real.full.sweep)
     sweep["seeds"] = [0, 1]
     sweep["base"] = {**sweep["base"], "epochs": 1, "batch_size": 8}
     sweep["models"] = [{**m, "options": {**m["options"], "width": 2}} for m in sweep["models"]]
-    tiny = dataclasses.replace(real, full=dataclasses.replace(real.full, sweep=sweep))
+    tiny = dataclasses.replace(real_claim, check=dataclasses.replace(real, full=dataclasses.replace(real.full, sweep=sweep)))
     monkeypatch.setattr(emp, "_cannot_train", lambda profile, device, train: "")
     out = run_empirical(tiny, "full", tmp_path / "store", device="cpu", data_path=tmp_path / "data",
                         progress=False, log=lambda *_: None)
@@ -342,9 +345,10 @@ def _near_boundary(label, seed, twin_moves):
 
 @pytest.mark.parametrize("twin_moves, expected", [(0.0, "holds"), (0.03, "inconclusive")])
 def test_a_verdict_that_float_noise_could_flip_is_inconclusive(tmp_path, twin_moves, expected):
-    check = get_check("nrl-params")
+    claim = get_claim("NRL-params")
+    check = claim.check
     _fake_store(tmp_path, check, "quick", lambda label, seed: _near_boundary(label, seed, twin_moves))
-    out = verdict_from_store(check, "quick", tmp_path)
+    out = verdict_from_store(claim, "quick", tmp_path)
     cmp = out.details["comparisons"][0]
     assert judge(paired_stats(cmp["values"]), Region(-1.0)) == "holds"  # as judged without the probe
     assert out.status == expected, out.evidence
@@ -355,9 +359,10 @@ def test_a_verdict_that_float_noise_could_flip_is_inconclusive(tmp_path, twin_mo
 
 def test_full_profile_says_no_noise_probe_ran(tmp_path):
     (tmp_path / "c.zip").write_bytes(b"")
-    check = get_check("nrl-params")
+    claim = get_claim("NRL-params")
+    check = claim.check
     _fake_store(tmp_path / "store", check, "full", lambda label, seed: 0.90 + 0.001 * seed,
                 data_path=tmp_path / "c.zip")
-    out = verdict_from_store(check, "full", tmp_path / "store", tmp_path / "c.zip")
+    out = verdict_from_store(claim, "full", tmp_path / "store", tmp_path / "c.zip")
     assert "No float-noise probe ran for this profile" in out.evidence
     assert out.details["comparisons"][0]["stability"] is None

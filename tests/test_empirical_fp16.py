@@ -6,11 +6,14 @@ import json
 
 import pytest
 
-from experiments.audit.empirical import get_check, judge_fp16, run_empirical, verdict_from_store
+from experiments.audit.empirical import build_sweep, run_empirical, verdict_from_store
+from experiments.claims import get_claim
+from experiments.claims.nrl import judge_fp16
 from tests.test_empirical import _fake_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-CHECK = get_check("nrl-fp16")
+CLAIM = get_claim("NRL-fp16")
+CHECK = CLAIM.check
 
 
 def _mark(store, ids, label, seeds, nonfinite=True, peak=None):
@@ -36,7 +39,7 @@ def test_verdict_follows_which_runs_overflowed(tmp_path, plain_bad, tanh_bad, ex
     ids = _fake_store(tmp_path, CHECK, "quick", lambda label, seed: 0.9)
     _mark(tmp_path, ids, "newton_plain", plain_bad, peak=1234.0)
     _mark(tmp_path, ids, "newton_tanh", tanh_bad, peak=99.0)
-    out = verdict_from_store(CHECK, "quick", tmp_path)
+    out = verdict_from_store(CLAIM, "quick", tmp_path)
     assert out.status == expected, out.evidence
     for label, bad in (("newton_plain", plain_bad), ("newton_tanh", tanh_bad)):
         said = f"{len(bad)} of 2 runs hit a non-finite loss" if bad else "0 of 2 runs overflowed"  # seeds 0, 1
@@ -49,8 +52,6 @@ def test_verdict_follows_which_runs_overflowed(tmp_path, plain_bad, tanh_bad, ex
 
 
 def test_judge_reports_missing_peaks(tmp_path):
-    from experiments.audit.empirical import build_sweep
-
     _fake_store(tmp_path, CHECK, "quick", lambda label, seed: 0.9)
     status, text, _ = judge_fp16(build_sweep(CHECK, "quick"), tmp_path)
     assert status == "inconclusive" and "newton_plain: peaks missing" in text
@@ -63,7 +64,7 @@ def test_tiny_fp16_check_trains_writes_peaks_and_judges(tmp_path):
     sweep["base"] = {**sweep["base"], "epochs": 1, "dataset": "synthetic",
                      "dataset_options": {"seed": 0, "n_train": 64, "n_test": 32, "num_classes": 4}}
     sweep["models"] = [{**m, "options": {**m["options"], "width": 2}} for m in sweep["models"]]
-    tiny = dataclasses.replace(CHECK, quick=dataclasses.replace(CHECK.quick, sweep=sweep))
+    tiny = dataclasses.replace(CLAIM, check=dataclasses.replace(CHECK, quick=dataclasses.replace(CHECK.quick, sweep=sweep)))
     out = run_empirical(tiny, "quick", tmp_path, progress=False, log=lambda *_: None)
     assert out.status in ("holds", "fails", "inconclusive") and len(out.runs) == 4  # 2 models x seeds 0, 1
     for run_id in out.runs:
@@ -87,7 +88,7 @@ def test_full_profile_fp16_path_runs_on_tiny_cifar_pickles(tmp_path, monkeypatch
     sweep["seeds"] = [0, 1]
     sweep["base"] = {**sweep["base"], "epochs": 1, "batch_size": 8}
     sweep["models"] = [{**m, "options": {**m["options"], "width": 2}} for m in sweep["models"]]
-    tiny = dataclasses.replace(CHECK, full=dataclasses.replace(CHECK.full, sweep=sweep))
+    tiny = dataclasses.replace(CLAIM, check=dataclasses.replace(CHECK, full=dataclasses.replace(CHECK.full, sweep=sweep)))
     monkeypatch.setattr(emp, "_cannot_train", lambda profile, device, train: "")
     out = run_empirical(tiny, "full", tmp_path / "store", device="cpu", data_path=tmp_path / "data",
                         progress=False, log=lambda *_: None)
@@ -112,7 +113,7 @@ def test_full_profile_judges_the_paper_setting_pair_too(tmp_path, bad_label, exp
     assert len(ids) == 12
     for label in ("newton_plain", "newton_tanh", "newton_plain_b1024", "newton_tanh_b1024"):
         _mark(store, [i for i in ids if i.split("-s")[0] == label], label, {0} if label == bad_label else set())
-    out = verdict_from_store(CHECK, "full", store, zip_path)
+    out = verdict_from_store(CLAIM, "full", store, zip_path)
     assert out.status == expected, out.evidence
     assert "newton_plain_b1024 lr 0.4 batch 1024" in out.evidence
     assert set(out.details["fp16"]["n"]) == {"newton_plain", "newton_tanh", "newton_plain_b1024", "newton_tanh_b1024"}

@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from analysis.probes.landscape import LandscapeResult
 from experiments.cli import main
 from experiments.runs.data import iterate_batches, load_dataset
-from experiments.runs.store import TrainConfig
-from experiments.runs.train import load_run, train
+from experiments.runs.probes import LandscapeConfig, run_landscape
+from experiments.runs.store import TrainConfig, load_run
+from experiments.runs.train import train
 
 DATA_OPTS = {"seed": 0, "n_train": 96, "n_test": 32, "num_classes": 4, "noise": 60.0}
 SAMPLES = 24
@@ -83,6 +88,15 @@ def test_landscape_1d_recalibrate(run, tmp_path, capsys):
     assert "loss: centre" in capsys.readouterr().out
 
 
+def test_run_landscape_is_library_code_without_the_cli(run, tmp_path):
+    """The audit calls experiments.runs.probes with a typed config; the files are the CLI's."""
+    result, files = run_landscape(LandscapeConfig(run_dir=run, dim=1, points=3, samples=8, out=tmp_path))
+    assert [f.name for f in files] == ["landscape.md", "landscape.npz", "landscape.json", "landscape.png"]
+    assert result.shape == (3,) and result.complete and result.meta["samples_seed"] == 0
+    with pytest.raises(ValueError, match=r"--points must be >= 2"):
+        LandscapeConfig(run_dir=run, points=1)
+
+
 def test_curvature_writes_files(run, tmp_path):
     rc = main(["curvature", str(run), "--top-k", "2", "--lanczos-steps", "6", "--probes", "2", "--samples", "16",
                "--out", str(tmp_path)])
@@ -123,7 +137,6 @@ def test_missing_run_dir_is_named(tmp_path, capsys):
 ])
 def test_landscape_rejects_bad_settings(run, tmp_path, capsys, args, match):
     assert main(["landscape", str(run), "--out", str(tmp_path), *args]) == 2
-    import re
     assert re.search(match, capsys.readouterr().err)
     assert not (tmp_path / "landscape.npz").exists()
 
@@ -158,8 +171,6 @@ def test_landscape_perturbed_bn_with_the_grouped_engine(run, landscape_out, tmp_
 
 
 def _torchrun_like_worker(rank: int, world: int, port: int, run_dir: str, out: str) -> None:
-    import os
-
     torch.set_num_threads(1)
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
@@ -169,10 +180,6 @@ def _torchrun_like_worker(rank: int, world: int, port: int, run_dir: str, out: s
 
 
 def test_landscape_under_torchrun_shards_and_rank0_writes(run, landscape_out, tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

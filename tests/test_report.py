@@ -32,7 +32,7 @@ def _fake_audit(path: Path) -> Path:
         if c.id == "RN-C3":
             continue  # a claim the audit did not cover: the table must say so
         v = {"claim_id": c.id, "status": "fails" if c.id == "RN-cifar" else "holds",
-             "evidence": f"evidence for {c.id}", "check": c.settled_by, "runs": [], "statement": c.statement}
+             "evidence": f"evidence for {c.id}", "check": c.check_label, "runs": [], "statement": c.statement}
         if c.id == "RN-cifar":  # the fields of experiments.audit.run's training comparisons, and one unknown
             comparison = {"block": "resnest", "baseline": "standard", "n": 3, "mean": -1.25, "std": 0.3,
                           "ci_low": -1.6, "ci_high": -0.9, "confidence": 0.95, "region": [-1e300, 0.0],
@@ -159,9 +159,10 @@ def test_cli_builds_an_executed_rn_notebook_and_html(fake, capsys):
 
 
 def test_a_failing_cell_fails_the_command_with_its_error_and_writes_nothing(fake, tmp_path, capsys):
+    # A hand-written jupytext source from --sources: the RN notebook's text with one cell that raises.
     sources = tmp_path / "sources"
     sources.mkdir()
-    text = report.notebook_source("RN").read_text()
+    text = report.notebook_text("RN")
     marker = "report.show_claims(ctx)"
     assert marker in text
     (sources / "rn.py").write_text(text.replace(marker, marker + "\nraise ValueError('boom from a cell')"))
@@ -179,14 +180,15 @@ def test_a_failing_cell_fails_the_command_with_its_error_and_writes_nothing(fake
 # ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("paper", list(PAPERS))
-def test_sources_are_canonical_jupytext_with_a_parameters_cell(paper):
+def test_sources_render_to_canonical_jupytext_with_a_parameters_cell(paper):
     import jupytext
 
     path = report.notebook_source(paper)
-    text = path.read_text()
+    assert path.parent == report.NOTEBOOK_SOURCES and path.name == f"{paper.lower()}.py"
+    text = report.notebook_text(paper)
     nb = jupytext.reads(text, fmt="py:percent")
-    # Written back unchanged: the committed source is exactly what jupytext produces, so diffs of
-    # the source are the diffs of the notebook.
+    # Written back unchanged: the template renders exactly what jupytext produces, so the text a
+    # user saves to edit and build with --sources is the notebook, cell for cell.
     assert jupytext.writes(nb, fmt="py:percent") == text
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
@@ -196,6 +198,24 @@ def test_sources_are_canonical_jupytext_with_a_parameters_cell(paper):
     for cell in nb.cells:
         if cell.cell_type == "code":
             compile(cell.source, f"{path.name} cell", "exec")
+
+
+def _rendered_cells(paper: str) -> list:
+    import jupytext
+
+    return jupytext.reads(report.notebook_text(paper), fmt="py:percent").cells
+
+
+def test_every_notebook_has_the_templates_sections_and_its_own():
+    # After the parameters and setup cells: the claims, then the sections of the paper's spec.
+    calls = {p: [c.source for c in _rendered_cells(p) if c.cell_type == "code"][2:] for p in PAPERS}
+    for paper, cells in calls.items():
+        assert cells[0] == "report.show_claims(ctx)"
+        for name in ("show_training_curves", "show_landscapes", "show_risk_gaps", "show_curvature"):
+            assert f"report.{name}(ctx)" in cells, f"{paper} lacks {name}"
+    assert [c for c in calls["ND"] if "reproduction" in c] == ['report.show_reproduction(ctx, "nd-table2")']
+    assert [c for c in calls["OAI"] if "reproduction" in c] == ['report.show_reproduction(ctx, "oai-table2")']
+    assert [p for p, cells in calls.items() if "report.show_fp16(ctx)" in cells] == ["NRL"]
 
 
 def test_unknown_paper_lists_the_valid_ids(fake, capsys):
@@ -225,6 +245,15 @@ def test_missing_source_names_the_path_tried(tmp_path):
         report.notebook_source("RN", tmp_path)
 
 
+def test_a_spec_source_must_define_the_notebook_of_its_paper(tmp_path):
+    (tmp_path / "rn.py").write_text("NOTEBOOK = None\n")
+    with pytest.raises(TypeError, match=r"rn.py must define NOTEBOOK = NotebookSpec\(\.\.\.\)"):
+        report.notebook_text("RN", tmp_path)
+    (tmp_path / "rn.py").write_text(report.notebook_source("IM").read_text())
+    with pytest.raises(ValueError, match="holds the notebook of 'IM', not of 'RN'"):
+        report.notebook_text("RN", tmp_path)
+
+
 # ----------------------------------------------------------------------------------------------
 # the helpers, in-process
 # ----------------------------------------------------------------------------------------------
@@ -237,6 +266,41 @@ def test_store_scan_attributes_results_to_papers_and_lists_unreadable_files(fake
     assert landscapes == {"run-a": "RN", "run-b": "RN", "run-n": "NRL"}  # resnet18 is registered under NRL
     assert [a.run for a in index.artefacts_of("risk_gap", "RN")] == ["run-a"]
     assert report.scan_store(fake["root"] / "absent").exists is False
+
+
+def test_a_run_is_attributed_by_its_claim_record_before_its_model(tmp_path):
+    # resnet18 is registered under NRL; the run's claim.json says it was trained for RN-cifar.
+    store = tmp_path / "store"
+    records = {"recorded": json.dumps({"claims": ["RN-cifar"], "paper": "RN"}), "unrecorded": None,
+               "unreadable": "{"}
+    for rid, record in records.items():
+        run = store / "runs" / rid
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"model": "resnet18", "dataset": "synthetic", "seed": 0}))
+        pd.DataFrame({"epoch": [1, 2], "test_acc": [0.5, 0.6]}).to_csv(run / "metrics.csv", index=False)
+        if record is not None:
+            (run / "claim.json").write_text(record)
+        _landscape(run, "resnet18", 1.0)
+    index = report.scan_store(store)
+    assert index.runs["recorded"]["claim"] == {"claims": ["RN-cifar"], "paper": "RN"}
+    # An unreadable record is listed; the run stays, attributed as if it had none.
+    assert [Path(p.split(":")[0]).relative_to(store).as_posix() for p in index.problems] == [
+        "runs/unreadable/claim.json"]
+    assert {a.run: a.paper for a in index.artefacts} == {"recorded": "RN", "unrecorded": "NRL", "unreadable": "NRL"}
+    assert set(report.training_curves(index, "RN")["run_id"]) == {"recorded"}
+    assert set(report.training_curves(index, "NRL")["run_id"]) == {"unrecorded", "unreadable"}
+
+
+def test_a_sweeps_paper_column_outranks_its_name(tmp_path):
+    # Named after NRL-linear's check, but its results record that its runs were trained for RN.
+    sweep = tmp_path / "store" / "sweeps" / "nrl-linear"
+    (sweep / "r0").mkdir(parents=True)
+    pd.DataFrame({"run_id": ["r0"], "label": ["x"], "model": ["resnet18"], "seed": [0], "epoch": [1],
+                  "test_acc": [0.5], "paper": ["RN"]}).to_csv(sweep / "results.csv", index=False)
+    _landscape(sweep / "r0", "resnet18", 1.0)
+    assert set(report.training_curves(tmp_path / "store", "RN")["source"]) == {"nrl-linear"}
+    assert report.training_curves(tmp_path / "store", "NRL").empty
+    assert [a.paper for a in report.scan_store(tmp_path / "store").artefacts] == ["RN"]
 
 
 def test_a_sweep_named_after_a_claim_belongs_to_its_paper_whatever_its_models(tmp_path):

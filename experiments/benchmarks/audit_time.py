@@ -19,16 +19,16 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from experiments.audit.run import EmpiricalOptions, run_audit
+from experiments.runs.provenance import provenance
+
 GOAL_SECONDS = 6 * 60
 DEFAULT_RECORD = Path("reports/benchmarks/audit-quick")
 
 
 def run(out: Path, store: Path, record: Path) -> dict:
-    import torch
-
-    from experiments.audit.run import EmpiricalOptions, run_audit
-    from experiments.runs.provenance import provenance
-
     if store.exists():
         other = sorted(p.name for p in store.iterdir() if p.name not in ("runs", "sweeps"))
         if other:

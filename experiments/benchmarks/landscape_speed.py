@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import importlib.metadata
 import json
 import math
 import platform
@@ -45,9 +46,17 @@ import time
 import traceback
 from pathlib import Path
 
+import loss_landscapes
+import loss_landscapes.metrics
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from analysis.models import build_model
+from analysis.probes.curvature import HessianOperator, hessian_eigenvalues, power_iteration_eigenvalues
+from analysis.probes.landscape import grid_axis, loss_landscape, loss_landscape_reference, random_directions
+from experiments.runs.data import iterate_batches, load_cifar10, load_cifar10_jpeg, load_synthetic
+from experiments.runs.provenance import provenance
 
 
 def _sync(device: torch.device) -> None:
@@ -57,8 +66,6 @@ def _sync(device: torch.device) -> None:
 
 def _load_images(args):
     """The dataset, a seeded subset of ``args.images`` training indices, and a description of the source."""
-    from experiments.runs.data import load_cifar10, load_cifar10_jpeg, load_synthetic
-
     if args.synthetic:
         data = load_synthetic(seed=0, n_train=args.images, n_test=16, num_classes=10)
         source = f"synthetic ({args.images} images)"
@@ -76,16 +83,12 @@ def _load_images(args):
 
 
 def _batch(args, device):
-    from experiments.runs.data import iterate_batches
-
     data, idx, source = _load_images(args)
     (x, y), = list(iterate_batches(data.train_images[idx], data.train_labels[idx], args.images, data.mean, data.std))
     return x.to(device), y.to(device), source
 
 
 def _warm_model(x, y, steps: int, device):
-    from analysis.models import build_model
-
     torch.manual_seed(0)
     model = build_model("resnet20", num_classes=10).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -131,10 +134,7 @@ def _loss_landscapes_row(model, x, y, steps: int, device) -> dict:
     """loss-landscapes' random_plane on the same model and data: time or the reason it did not run."""
     row = {"evaluator": "loss-landscapes random_plane", "points": steps * steps}
     try:
-        import importlib.metadata as md
-        import loss_landscapes
-        import loss_landscapes.metrics
-        row["version"] = md.version("loss-landscapes")
+        row["version"] = importlib.metadata.version("loss-landscapes")
     except Exception as exc:  # ImportError or a broken install
         row.update(status="skipped", reason=f"import failed: {type(exc).__name__}: {exc}")
         return row
@@ -153,9 +153,6 @@ def _loss_landscapes_row(model, x, y, steps: int, device) -> dict:
 
 
 def main(argv=None) -> dict:
-    from analysis.probes.curvature import HessianOperator, hessian_eigenvalues, power_iteration_eigenvalues
-    from analysis.probes.landscape import grid_axis, loss_landscape, loss_landscape_reference, random_directions
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="cifar10-jpeg.zip (or extracted folder) or cifar-10-batches-py")
     p.add_argument("--synthetic", action="store_true", help="seeded synthetic images instead of CIFAR-10 (smoke)")
@@ -299,8 +296,6 @@ def main(argv=None) -> dict:
                "best_forward_s": t_fwd, "best_forward_how": how, "rows": rows, "eigenvalue": eig,
                "loss_range": [float(np.nanmin(truth.loss)), float(np.nanmax(truth.loss))],
                "argv": argv}
-    from experiments.runs.provenance import provenance
-
     summary["provenance"] = provenance(str(args.device))  # commit, packages, machine, command
     (args.out / "landscape_speed.json").write_text(json.dumps(summary, indent=2))
     cols = ["evaluator", "status", "points", "seconds", "points_per_s", "efficiency", "max_rel_error",

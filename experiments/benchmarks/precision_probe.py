@@ -22,6 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analysis.probes.landscape import grid_axis, random_directions
+from experiments.runs.data import load_dataset, normalize
+from experiments.runs.provenance import provenance
+from experiments.runs.store import load_run
+
 PRECISIONS = ("float32", "float16", "bfloat16")
 
 
@@ -61,10 +66,6 @@ def summarize(losses: dict[str, np.ndarray], min_loss: float) -> dict:
 
 
 def main(argv=None) -> int:
-    from analysis.probes.landscape import grid_axis, random_directions
-    from experiments.runs.data import load_dataset, normalize
-    from experiments.runs.train import load_run
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--images", type=int, default=64)
@@ -88,8 +89,6 @@ def main(argv=None) -> int:
                "device": args.device, "torch": torch.__version__, "seconds": time.perf_counter() - t0,
                **summarize(losses, args.min_loss)}
     args.out.mkdir(parents=True, exist_ok=True)
-    from experiments.runs.provenance import provenance
-
     summary["provenance"] = provenance(str(args.device))  # commit, packages, machine, command
     (args.out / "precision_probe.json").write_text(json.dumps(summary, indent=2))
     np.savez_compressed(args.out / "precision_probe.npz", alphas=axis, **losses)

@@ -15,12 +15,12 @@ import time
 
 import torch
 
+from analysis.models import build_model
+from analysis.probes.risk_gap import risk_gap
+from experiments.runs.data import iterate_batches, load_synthetic
+
 
 def main(argv=None) -> None:
-    from analysis.models import build_model
-    from analysis.probes.risk_gap import risk_gap
-    from experiments.runs.data import iterate_batches, load_synthetic
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=10_000)
     p.add_argument("--model", default="a_resnest20")

@@ -50,6 +50,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from analysis.models import build_model
+from experiments.runs.data import augment_batch, load_dataset, normalize
+from experiments.runs.provenance import provenance
+from experiments.runs.store import TrainConfig, environment_info
+from experiments.runs.train import Trainer, train
 
 GOAL_IMAGES_PER_S = 72_000
 GOAL_BASELINE_IMAGES_PER_S = 23_900
@@ -60,8 +67,6 @@ GOAL_SECONDS_TO_TARGET = 15.0
 # --- data -------------------------------------------------------------------------------------
 
 def _load_data(args):
-    from experiments.runs.data import load_dataset
-
     if args.smoke:
         return load_dataset("synthetic", seed=0, n_train=args.smoke_images, n_test=256, num_classes=10)
     if args.data is None:
@@ -83,8 +88,6 @@ class _AugmentCollate:
         self.generator: torch.Generator | None = None
 
     def __call__(self, samples):
-        from experiments.runs.data import augment_batch, normalize
-
         if self.generator is None:  # one stream per worker, seeded by the DataLoader's per-worker seed
             info = torch.utils.data.get_worker_info()
             self.generator = torch.Generator().manual_seed(info.seed if info is not None else 0)
@@ -130,8 +133,6 @@ def _peak_mb(device: torch.device) -> float | None:
 # --- the parts --------------------------------------------------------------------------------
 
 def _config(args, data, device: torch.device, **overrides):
-    from experiments.runs.store import TrainConfig
-
     base = dict(model="resnet20", dataset=data.name, model_options=dict(args.model_options), seed=0,
                 epochs=args.tta_epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=5e-4, momentum=0.9,
                 nesterov=True, schedule="onecycle", warmup_fraction=args.warmup_fraction, label_smoothing=0.1,
@@ -143,10 +144,6 @@ def _config(args, data, device: torch.device, **overrides):
 
 def baseline_loop(args, data, device: torch.device) -> dict:
     """(a): plain DataLoader loop, fp32, NCHW."""
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from analysis.models import build_model
-
     torch.manual_seed(0)
     model = build_model("resnet20", num_classes=data.num_classes, **args.model_options).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -186,8 +183,6 @@ def baseline_loop(args, data, device: torch.device) -> dict:
 
 def trainer_epochs(args, data_dev, device: torch.device, compile_mode: str | None) -> dict:
     """(b) eager, (c) compiled: ``Trainer.train_epoch`` over ``--epochs`` epochs after a warm-up epoch."""
-    from experiments.runs.train import Trainer
-
     cfg = _config(args, data_dev, device, compile=compile_mode is not None, compile_mode=compile_mode or "default")
     _reset_peak(device)
     trainer = Trainer(cfg, data_dev.num_classes, device=device)
@@ -208,8 +203,6 @@ def trainer_epochs(args, data_dev, device: torch.device, compile_mode: str | Non
 
 def time_to_accuracy(args, data_dev, device: torch.device, out: Path, seed: int) -> dict:
     """(d): ``train()`` with the short recipe; first epoch at ``--target`` and its cumulative training seconds."""
-    from experiments.runs.train import train
-
     mode = None if args.tta_compile_mode == "none" else args.tta_compile_mode
     cfg = _config(args, data_dev, device, seed=seed, compile=mode is not None, compile_mode=mode or "default", eval_every=1)
     run_dir = out / f"tta_seed{seed}"
@@ -277,8 +270,6 @@ def markdown(rows: list[dict], env: dict, args) -> str:
 
 
 def _environment(device: torch.device) -> dict:
-    from experiments.runs.store import environment_info
-
     env = environment_info(str(device))
     env["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     return env
@@ -377,7 +368,6 @@ def main(argv=None) -> int:
               "environment": env, "goals": {"images_per_s": GOAL_IMAGES_PER_S, "target_acc": GOAL_TARGET_ACC,
                                             "seconds_to_target": GOAL_SECONDS_TO_TARGET},
               "results": rows}
-    from experiments.runs.provenance import provenance
 
     report["provenance"] = provenance(str(device))  # commit, packages, machine, command
     (args.out / "train_speed.json").write_text(json.dumps(report, indent=2))

@@ -32,10 +32,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from analysis.models import build_model, count_parameters, list_models
+from experiments.runs.provenance import provenance
 
 DEFAULT_MODELS = ("resnet20", "newton_resnet_2211", "newton_cgnet56", "resnet110", "newton_cgnet56_unfused")
 #: benchmark label -> (registered model, options)
@@ -149,7 +152,6 @@ def compile_check(names, device: str, workers: int, timeout: float, progress: bo
     (JSON lines) as soon as it is known, so a run stopped early keeps what it finished."""
     bar = None
     if progress:
-        from tqdm.auto import tqdm
         bar = tqdm(total=len(names), desc="compile check", unit="model")
     results = []
 
@@ -247,12 +249,10 @@ def main(argv=None) -> int:
     env = {"torch": torch.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
            "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"}
     args.out.mkdir(parents=True, exist_ok=True)
-    import pandas as pd
 
     pd.DataFrame(rows).to_csv(args.out / "throughput.csv", index=False)
     if checks:
         pd.DataFrame(checks).to_csv(args.out / "compile_check.csv", index=False)
-    from experiments.runs.provenance import provenance
 
     (args.out / "summary.json").write_text(json.dumps({"env": env, "throughput": rows, "ratios": ratio_summary(rows),
                                                        "compile_check": checks,

@@ -12,7 +12,9 @@ Each reproduction is a module that defines ``REPRODUCTION = Reproduction(...)``:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +22,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from experiments.claims import Verdict
+from experiments.runs.provenance import provenance
 
 # name -> module; modules are imported only when asked for, so `blockaudit --help` stays fast.
 _MODULES = {
@@ -50,11 +53,6 @@ class Reproduction:
 
     def execute(self, config: Any, out_dir: Path | str, progress: bool = True) -> ReproductionResult:
         """``run``, then ``OUT_DIR/provenance.json``: the config, commit, packages and machine behind the table."""
-        import dataclasses
-        import json
-
-        from experiments.runs.provenance import provenance
-
         result = self.run(config, Path(out_dir), progress=progress)
         cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config)
         path = Path(out_dir) / "provenance.json"

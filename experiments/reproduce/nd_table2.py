@@ -36,6 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.sparse.linalg import eigsh
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 from analysis.theory import nd as nd
 from analysis.validation import check_choice, check_int, check_real
@@ -117,8 +120,6 @@ def make_problem(n: int, gamma: float, gen: np.random.Generator) -> tuple[np.nda
     C = gen.standard_normal((n, n))
     A_tilde = C.T @ C
     if n > 256:
-        from scipy.sparse.linalg import eigsh
-
         top = float(eigsh(A_tilde, k=1, which="LA", return_eigenvectors=False, tol=1e-12)[0])
     else:
         top = float(np.linalg.eigvalsh(A_tilde)[-1])
@@ -136,9 +137,6 @@ def _roundoff_bound(A: np.ndarray, x: np.ndarray) -> float:
 
 
 def _runs(config: NDTable2Config, progress: bool) -> pd.DataFrame:
-    from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
-
     # y0 only matters for Newton-CG; "-" marks the quasi-Newton rows.
     jobs = [(m, config.cg_init if m.startswith("cg") else "-") for m in config.methods]
     jobs += [(f"cg-{N}", "zero") for N in config.zero_init_cg if config.cg_init != "zero"]

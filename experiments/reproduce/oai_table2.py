@@ -4,7 +4,7 @@ Setting, as Sec. 5.3 states it: 10,000 random pairs (x_0, f) with x_0, f ~ N(0, 
 nets of depth 10..40 whose k-th layer is the recurrence (7), (11) (beta = 0.3), (12), (13)
 or (14) around phi(W_k x) with phi = sigmoid and a full 100 x 100 W_k per layer; trained on
 model (15) (MSE between the net's output and f); "MSE loss value ... after training 1,000 epochs".
-The nets are ``analysis.theory.oai.Table2Net`` (its docstring gives the reading of each recurrence).
+The nets are ``analysis.models.oai_table2.Table2Net`` (its docstring gives the reading of each recurrence).
 
 Choices the paper leaves open (written into the notes of every run):
 - optimiser: Adam, lr 1e-3, batch 100, no weight decay (the paper names none of these);
@@ -21,8 +21,9 @@ Choices the paper leaves open (written into the notes of every run):
 Verdict rule (``_verdict``), on the train MSE at the last epoch, per depth:
 - paired differences per seed: d_m = MSE_m - MSE_gd for m in HB, AGD, AGD2 (paper: < 0) and
   d_admm = MSE_admm - max of the other four (paper: > 0, "ADMM worst");
-- a comparison is *resolved* when |mean d| > t_{0.975, S-1} sd(d) / sqrt(S) (a paired t-test at
-  5%), and then *agrees* or *disagrees* with the paper by its sign; with one seed nothing is resolved;
+- a comparison is *resolved* when its 95% t interval mean +- t_{0.975, S-1} sd(d) / sqrt(S) excludes 0
+  (the audit's one rule, ``experiments.audit.stats``), and then *agrees* or *disagrees* with the paper
+  by its sign; with one seed nothing is resolved;
 - ``fails``: some comparison resolved against the paper; ``holds``: every comparison resolved with
   it, at every depth; otherwise ``inconclusive``. A run below the paper's scale (fewer epochs or
   samples, other width, depths missing) gives ``inconclusive`` whatever it shows, and says what.
@@ -45,11 +46,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
+from tqdm.auto import tqdm
 
-from analysis.theory.oai import TABLE2_METHODS, Table2Net
+from analysis.models.oai_table2 import TABLE2_METHODS, Table2Net
 from analysis.validation import check_choice, check_int, check_real
-from experiments.claims import Verdict
+from experiments.audit.stats import judge, paired_stats
+from experiments.claims.types import Region, Verdict
 from experiments.report.tables import write_table
 from experiments.reproduce import Reproduction, ReproductionResult
 
@@ -174,8 +176,6 @@ def _train(config: OAITable2Config, method: str, depth: int, data, bar) -> list[
 
 
 def _curves(config: OAITable2Config, progress: bool) -> pd.DataFrame:
-    from tqdm.auto import tqdm
-
     data = _data(config.seeds, config.samples, config.heldout, config.width)
     rows = []
     total = len(config.depths) * len(config.methods) * config.epochs
@@ -197,16 +197,17 @@ def _paired(final: pd.DataFrame, depth: int, methods) -> dict[str, np.ndarray]:
     return out
 
 
+# The paper's direction of each paired difference (sign of d_m, module docstring) as a region of the
+# audit's one verdict rule; "holds" / "fails" / "inconclusive" read here as agrees / disagrees / unresolved.
+_PAPER_SAYS_NEGATIVE, _PAPER_SAYS_POSITIVE = Region(hi=0.0), Region(lo=0.0)
+_RESOLUTION = {"holds": "agrees", "fails": "disagrees", "inconclusive": "unresolved"}
+
+
 def _resolve(d: np.ndarray, expect_negative: bool) -> tuple[str, float, float]:
-    """'agrees' / 'disagrees' / 'unresolved' by a paired t-test at 5% (see module docstring)."""
-    mean = float(np.mean(d))
-    if d.size < 2:
-        return "unresolved", mean, float("nan")
-    sd = float(np.std(d, ddof=1))
-    half = float(stats.t.ppf(0.975, d.size - 1)) * sd / np.sqrt(d.size)
-    if abs(mean) <= half:
-        return "unresolved", mean, sd
-    return ("agrees" if (mean < 0) == expect_negative else "disagrees"), mean, sd
+    """'agrees' / 'disagrees' / 'unresolved': the audit's paired-t rule (``experiments.audit.stats``) at 95%."""
+    st = paired_stats(d)
+    status = judge(st, _PAPER_SAYS_NEGATIVE if expect_negative else _PAPER_SAYS_POSITIVE)
+    return _RESOLUTION[status], st.mean, st.std
 
 
 def _comparisons(curves: pd.DataFrame, config: OAITable2Config, split: str, epoch: int) -> pd.DataFrame:

@@ -25,6 +25,8 @@ import tempfile
 from html import escape
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from analysis.validation import check_int
 from experiments.claims import PAPERS
 from experiments.report.store_index import paper_id
@@ -246,7 +248,6 @@ def build_reports(papers=None, *, audit_json="reports/audit.json", store="runs",
     sources_of = {p: notebook_source(p, sources) for p in papers}
     # Imported here: tqdm.auto imported where a notebook kernel imports this module would warn
     # into the notebook's output.
-    from tqdm.auto import tqdm
 
     files = []
     bar = tqdm(papers, desc="report", unit="notebook", disable=not progress)

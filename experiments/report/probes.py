@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.plotting.curvature import plot_spectral_density
+from analysis.plotting.landscape import plot_side_by_side
 from analysis.probes.curvature import SpectralDensity
 from analysis.probes.fp16_peaks import FP16_MAX
-from analysis.plotting.landscape import plot_side_by_side
 from experiments.report.curves import geometric_mean, use_log_axis
 from experiments.report.store_index import Artefact, as_index
 from experiments.runs.store import RunDir

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from analysis.plotting.curvature import plot_spectral_density
@@ -197,8 +198,6 @@ def _torchrun_group(device: str):
     Under torchrun every process evaluates its shard of the grid; the shards are gathered and rank 0
     writes the files. On CUDA each process uses ``cuda:LOCAL_RANK`` and NCCL, on the CPU gloo.
     """
-    import torch.distributed as dist
-
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device, False
     if device.startswith("cuda"):
@@ -216,8 +215,6 @@ def run_landscape(cfg: LandscapeConfig):
     Under ``torchrun`` (WORLD_SIZE > 1) the grid is sharded over the processes; rank 0 writes the
     files and every other rank returns the full result and no files.
     """
-    import torch.distributed as dist
-
     _check_landscape(cfg)
     check_device(cfg.device)  # before any work: a CUDA device on a CPU-only machine is refused here
     device, created = _torchrun_group(cfg.device)

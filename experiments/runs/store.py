@@ -38,11 +38,13 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy
 import torch
 from torch import nn
 
 from analysis.models import build_model
 from analysis.validation import check_bool, check_choice, check_int, check_real
+from experiments.runs.provenance import provenance
 
 __all__ = ["TrainConfig", "RunDir", "load_run", "CLAIM_RECORD", "METRIC_FIELDS", "SCHEDULES", "PRECISIONS", "COMPILE_MODES", "environment_info",
            "check_device"]
@@ -193,8 +195,6 @@ def check_device(device: str | torch.device) -> torch.device:
 
 
 def environment_info(device: str = "cpu", world_size: int = 1) -> dict:
-    import numpy
-
     info = {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
@@ -210,7 +210,6 @@ def environment_info(device: str = "cpu", world_size: int = 1) -> dict:
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
         info["gpu_count"] = torch.cuda.device_count()
-    from experiments.runs.provenance import provenance
 
     # The commit (and whether the code was edited), every package version, the CPU, its kernel set
     # and the thread count: what a reader needs to tell why two runs of one config differ.

@@ -56,8 +56,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import yaml
+
+from analysis.models import list_models, model_info
 from experiments.runs.provenance import numeric_environment
 from experiments.runs.store import TrainConfig
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the tomli backport (a dependency there)
+    import tomli as tomllib
 
 __all__ = [
     "SweepSpec", "ModelSpec", "RunSpec", "SweepConfigError", "load_sweep", "expand", "run_id_for",
@@ -258,8 +266,6 @@ def _check_grid(where: str, value, base_keys: set[str]) -> dict:
 
 
 def _check_model(where: str, i: int, entry) -> ModelSpec:
-    from analysis.models import list_models, model_info
-
     key = f"models[{i}]"
     entry = _check_table(where, key, entry, MODEL_KEYS)
     if "name" not in entry:
@@ -341,16 +347,10 @@ def load_sweep(path: Path | str) -> SweepSpec:
     text = path.read_text()
     if suffix == ".toml":
         try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib
-        try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise SweepConfigError(f"{path}: invalid TOML: {exc}") from None
     else:
-        import yaml
-
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:

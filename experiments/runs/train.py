@@ -39,16 +39,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import os
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
-from analysis.models import build_model
+from analysis.models import build_model, list_models, model_info
 from analysis.probes.fp16_peaks import FP16_MAX  # 65504: larger values overflow to inf in float16
 from experiments.runs.data import ImageDataset, iterate_batches, load_dataset
 from experiments.runs.distributed import DistContext, all_reduce_min, all_reduce_sum, convert_batchnorm
@@ -123,10 +127,6 @@ def check_trainable(config: TrainConfig) -> None:
     ``fork_rng``, so the caller's RNG state is untouched): a misspelt option name or a bad option
     value is a ValueError naming it and the model's valid options with their defaults.
     """
-    import inspect
-
-    from analysis.models import list_models, model_info
-
     if config.model not in list_models():
         raise ValueError(f"unknown model {config.model!r}; registered models: {', '.join(list_models())} "
                          "(`blockaudit models` describes them)")
@@ -272,10 +272,6 @@ class Trainer(NonFiniteDiagnosis):
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.model: nn.Module = net
         if self.dist.enabled:
-            import inspect
-
-            from torch.nn.parallel import DistributedDataParallel
-
             # Buffers need no broadcast each step: global BatchNorm gives every rank the same running
             # statistics. torch 2.13 renamed the switch (the old name warns); 2.11 knows only the old one.
             no_sync = ({"forward_sync_buffers": False}
@@ -493,8 +489,6 @@ def train(config: TrainConfig, run_dir: Path | str, *, progress: bool = True,
             return _train(config, rd, device, dist, progress, max_epochs_this_call, data)
     finally:
         if started:
-            import torch.distributed
-
             torch.distributed.destroy_process_group()
 
 
@@ -524,8 +518,6 @@ def _train(config, rd: RunDir, device, dist: DistContext, progress, max_epochs_t
     spe = steps_per_epoch(config, data.train_images.shape[0])
     bar = None
     if progress and dist.is_main:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=(end_epoch - start_epoch) * spe, desc=f"train {config.model}", unit="step")
     stopped = None
     try:

@@ -34,9 +34,17 @@ from __future__ import annotations
 
 from analysis.probes.landscape.api import loss_landscape, loss_landscape_reference
 from analysis.probes.landscape.batchnorm import BN_CHOICES, bn_statistics, resolve_bn
-from analysis.probes.landscape.directions import (IGNORE_CHOICES, NORMALIZATIONS, Direction, Directions,
-                                                  directions_to_models, filter_norms, normalize_direction,
-                                                  random_directions, trajectory_pca_directions)
+from analysis.probes.landscape.directions import (
+                                                  IGNORE_CHOICES,
+                                                  NORMALIZATIONS,
+                                                  Direction,
+                                                  Directions,
+                                                  directions_to_models,
+                                                  filter_norms,
+                                                  normalize_direction,
+                                                  random_directions,
+                                                  trajectory_pca_directions,
+)
 from analysis.probes.landscape.engines import ENGINES, PRECISIONS, GroupedForward, GroupedUnsupported
 from analysis.probes.landscape.grid import grid_axis
 from analysis.probes.landscape.memory import auto_chunk_size

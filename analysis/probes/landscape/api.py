@@ -16,8 +16,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from analysis.probes.landscape.directions import Directions
-from analysis.probes.landscape.engines import (PRECISIONS, ChunkFn, EngineRequest, PointEvaluator, build_chunk_fn,
-                                               choose_engine, engine_names, get_engine)
+from analysis.probes.landscape.engines import (
+    PRECISIONS,
+    ChunkFn,
+    EngineRequest,
+    PointEvaluator,
+    build_chunk_fn,
+    choose_engine,
+    engine_names,
+    get_engine,
+)
 from analysis.probes.landscape.grid import grid_points, process_group_shard, shard_points
 from analysis.probes.landscape.problem import LossFn, Problem, loss_name, prepare
 from analysis.probes.landscape.result import LandscapeResult, all_gather_result, new_result

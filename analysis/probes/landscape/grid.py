@@ -13,6 +13,7 @@ group itself when started by ``torchrun``.
 from __future__ import annotations
 
 import numpy as np
+import torch.distributed as dist
 
 from analysis.validation import as_vector, check_int, check_real
 
@@ -60,7 +61,6 @@ def shard_points(num_points: int, shard) -> np.ndarray:
 
 def process_group_shard() -> tuple[int, int]:
     """``(rank, world_size)`` of the initialised ``torch.distributed`` process group; RuntimeError without one."""
-    import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError(
             "distributed=True needs an initialised torch.distributed process group (call "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch.distributed as dist
 
 __all__ = ["LandscapeResult", "merge_landscapes", "new_result", "all_gather_result", "jsonable"]
 
@@ -125,7 +126,6 @@ def new_result(alphas, betas, directions, bn_mode, num_samples, loss_name, meta)
 
 def all_gather_result(result: LandscapeResult) -> LandscapeResult:
     """Every rank's shard gathered (``all_gather_object``) and merged: the full grid on every rank."""
-    import torch.distributed as dist
     shards = [None] * dist.get_world_size()
     dist.all_gather_object(shards, (result.loss, result.accuracy))
     parts = [LandscapeResult(result.alphas, result.betas, loss, acc, result.directions, result.bn,

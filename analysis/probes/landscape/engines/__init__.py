@@ -39,8 +39,17 @@ from analysis.probes.landscape.engines import sequential  # noqa: F401
 from analysis.probes.landscape.engines import grouped  # noqa: F401
 from analysis.probes.landscape.engines import compiled  # noqa: F401
 # isort: on
-from analysis.probes.landscape.engines.base import (PRECISIONS, ChunkFn, Engine, EngineRequest, EngineUnsupported,
-                                                    build_chunk_fn, engine_names, get_engine, register_engine)
+from analysis.probes.landscape.engines.base import (
+    PRECISIONS,
+    ChunkFn,
+    Engine,
+    EngineRequest,
+    EngineUnsupported,
+    build_chunk_fn,
+    engine_names,
+    get_engine,
+    register_engine,
+)
 from analysis.probes.landscape.engines.grouped import GroupedForward, GroupedUnsupported
 from analysis.probes.landscape.engines.sequential import PointEvaluator
 

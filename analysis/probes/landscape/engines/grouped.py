@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis.probes.batches import FunctionalBatchNorm, functional_copy
-from analysis.probes.landscape.engines.base import (ChunkFn, Engine, EngineRequest, EngineUnsupported,
-                                                    register_engine)
+from analysis.probes.landscape.engines.base import ChunkFn, Engine, EngineRequest, EngineUnsupported, register_engine
 from analysis.probes.landscape.problem import Problem, moved, moved_statistics
 
 __all__ = ["GroupedUnsupported", "GroupedForward", "GroupedEngine", "grouped_chunk_fn"]

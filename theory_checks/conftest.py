@@ -2,7 +2,8 @@ import os
 
 from hypothesis import settings
 
-from theory_checks.evidence import evidence  # noqa: F401  (the fixture every theory check records with)
+# the fixture every theory check records with, and the hook that records it once the test has passed
+from theory_checks.evidence import evidence, pytest_runtest_call  # noqa: F401
 from theory_checks.profiles import register_profiles
 
 register_profiles()

@@ -25,10 +25,25 @@ an ``Evidence``:
 - ``record(text=None)`` records ``text`` (default: every label's worst case) followed by the number
   of examples, as the one ``"evidence"`` property of the test.
 
-Why the inner ``check()``: a function-scoped fixture cannot go into ``@given`` (hypothesis would
-not reset it between examples), so the property runs inside the test and ``record`` is called after
-``check()`` returns. A test that fails never reaches ``record``, so the audit never shows the values
-of a failing run as evidence; a test must not return early either (an early return passes).
+Two ways to write a check, both recorded the same way:
+
+- ``@given`` on the test itself (hypothesis' statistics and observability then see it:
+  ``pytest --hypothesis-show-statistics``). The fixture lives for the whole test, across its
+  examples, which is what it is for: the profiles (``theory_checks/profiles.py``) therefore
+  suppress hypothesis' ``function_scoped_fixture`` health check. The evidence is recorded when the
+  test has passed (the ``pytest_runtest_call`` hook below), as ``headline(text)`` set it or as
+  ``summary()``::
+
+      @pytest.mark.claim("ND-P1")
+      @given(A=symmetric_matrices(), seed=seeds())
+      def test_nd_p1_gradient_formula(evidence, A, seed):
+          ...
+          evidence.add(err / scale, "|eq(4) - autograd| / scale")
+
+- an inner ``@given`` function called once, then ``evidence.record()`` (the older form).
+
+A test that fails never records, so the audit never shows the values of a failing run as evidence;
+a test must not return early either (an early return passes).
 """
 from __future__ import annotations
 
@@ -36,7 +51,7 @@ from collections.abc import Callable
 
 import pytest
 
-__all__ = ["WORST", "Evidence", "evidence"]
+__all__ = ["WORST", "Evidence", "evidence", "pytest_runtest_call"]
 
 WORST = ("max", "min", "sum")
 _SHOWN = {"max": "max", "min": "min", "sum": "total"}
@@ -50,6 +65,12 @@ class Evidence:
         self._record_property = record_property
         self._values: dict[str, list[float]] = {}
         self._worst: dict[str, str] = {}
+        self._headline: str | None = None
+        self.recorded: str | None = None  # the line recorded, once recorded
+
+    def headline(self, text: str) -> None:
+        """The text recorded at the end instead of ``summary()`` (the example count is appended)."""
+        self._headline = text
 
     def add(self, value: float, label: str = _DEFAULT, worst: str = "max") -> None:
         """Keep ``value`` (one per example) under ``label``, whose worst case is its ``worst`` end."""
@@ -101,10 +122,13 @@ class Evidence:
         The count is that of the first label added, since each example adds every label once;
         nothing is appended when no value was added (a check on one fixed example).
         """
-        line = self.summary() if text is None else text
+        if text is None:
+            text = self._headline if self._headline is not None else self.summary()
+        line = text
         if self._values:
             line += f" ({self.count(next(iter(self._values)))} examples)"
         self._record_property("evidence", line)
+        self.recorded = line
         return line
 
 
@@ -112,3 +136,12 @@ class Evidence:
 def evidence(record_property) -> Evidence:
     """What the test measured, recorded once for the audit (see ``Evidence``)."""
     return Evidence(record_property)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """Record the ``evidence`` of a test that passed and did not record it itself (``@given`` tests)."""
+    outcome = yield
+    ev = getattr(item, "funcargs", {}).get("evidence")
+    if isinstance(ev, Evidence) and ev.recorded is None and outcome.excinfo is None:
+        ev.record()

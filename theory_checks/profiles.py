@@ -7,7 +7,10 @@
 """
 from hypothesis import HealthCheck, settings
 
-_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# function_scoped_fixture: the ``evidence`` fixture (theory_checks/evidence.py) is meant to live
+# across a test's examples, collecting one value per example.
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                     HealthCheck.function_scoped_fixture])
 
 
 def register_profiles() -> None:

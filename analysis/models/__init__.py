@@ -103,4 +103,5 @@ from analysis.models import (  # noqa: E402,F401
     newton_resnet,
     oai_nets,
     resnest_family,
+    skeleton,
 )

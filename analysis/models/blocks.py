@@ -25,7 +25,7 @@ from torch import nn
 
 from analysis.validation import check_bool, check_int
 
-__all__ = ["conv3x3", "conv1x1", "PreActBasicBlock", "init_weights_", "activation_layer"]
+__all__ = ["conv3x3", "conv1x1", "PreActBasicBlock", "init_weights_", "activation_layer", "checked_block"]
 
 NormFactory = Callable[[int], nn.Module]
 ActFactory = Callable[[], nn.Module]
@@ -120,3 +120,50 @@ class PreActBasicBlock(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}->{self.out_channels}, stride={self.stride}"
                 + (", mid_feature_only=True" if self.mid_feature_only else ""))
+
+
+def _describe(factory) -> str:
+    return getattr(factory, "__qualname__", None) or type(factory).__name__
+
+
+def checked_block(factory: Callable[[int, int, int], nn.Module], in_channels: int, out_channels: int, stride: int,
+                  *, index: int = 0, size: int = 8) -> nn.Module:
+    """``factory(in_channels, out_channels, stride)``, checked to fit a ResNet skeleton where the baseline's block sat.
+
+    The block must be an ``nn.Module`` mapping ``(N, in_channels, H, W)`` to
+    ``(N, out_channels, H / stride, W / stride)`` with finite values; this is tried once on a
+    seeded ``2 x in_channels x size x size`` input in eval mode (so no BatchNorm statistic moves and
+    the global RNG is untouched). Every failure names the block, its arguments, what was expected
+    and what came back.
+    """
+    name = _describe(factory)
+    call = f"{name}({in_channels}, {out_channels}, {stride})"
+    try:
+        block = factory(in_channels, out_channels, stride)
+    except TypeError as exc:
+        raise TypeError(f"block {index}: {call} raised TypeError ({exc}); a block must be built as "
+                        "block(in_channels, out_channels, stride), like the baseline's residual block") from None
+    if not isinstance(block, nn.Module):
+        raise TypeError(f"block {index}: {call} returned a {type(block).__name__}; expected an nn.Module")
+    x = torch.randn(2, in_channels, size, size, generator=torch.Generator().manual_seed(index))
+    expected = (2, out_channels, size // stride, size // stride)
+    was_training = block.training
+    block.eval()
+    try:
+        with torch.no_grad():
+            out = block(x)
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported with the shapes involved
+        raise ValueError(f"block {index}: {call} failed on an input of shape {tuple(x.shape)} (expected output "
+                         f"{expected}): {type(exc).__name__}: {exc}") from exc
+    finally:
+        block.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"block {index}: {call} returned a {type(out).__name__} for an input of shape "
+                        f"{tuple(x.shape)}; expected one tensor of shape {expected}")
+    if tuple(out.shape) != expected:
+        raise ValueError(f"block {index}: {call} maps an input of shape {tuple(x.shape)} to {tuple(out.shape)}; "
+                         f"the skeleton expects {expected}, i.e. (N, out_channels, H / stride, W / stride)")
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"block {index}: {call} returns non-finite values at initialisation (on a seeded "
+                         f"N(0, 1) input of shape {tuple(x.shape)})")
+    return block

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from analysis.models.blocks import PreActBasicBlock, activation_layer, conv3x3
+from analysis.models.blocks import PreActBasicBlock, activation_layer, checked_block, conv3x3
 from analysis.models import register_model
 from analysis.validation import check_choice, check_int
 
@@ -52,6 +52,7 @@ class CifarResNEst(nn.Module):
         in_channels: int = 3,
         norm_layer=nn.BatchNorm2d,
         act_layer=nn.ReLU,
+        block=None,
     ) -> None:
         super().__init__()
         depth = check_int("depth", depth, min_value=8)
@@ -65,21 +66,31 @@ class CifarResNEst(nn.Module):
         n = (depth - 2) // 6
         widths = (width, 2 * width, 4 * width)
 
+        # ``block``: another residual block in this skeleton (analysis.models.skeleton): a factory
+        # ``block(in_channels, out_channels, stride) -> nn.Module``, checked by ``checked_block``.
+        if block is not None and self.variant != "standard":
+            raise ValueError(f"a user block goes into the standard skeleton only; got variant {self.variant!r}")
+        self.custom_blocks = block is not None
+
         self.stem = conv3x3(in_channels, width)
-        blocks: list[PreActBasicBlock] = []
-        channels = width
+        blocks: list[nn.Module] = []
+        channels, block_widths = width, []
         for stage, out_channels in enumerate(widths):
             for i in range(n):
                 stride = 2 if (stage > 0 and i == 0) else 1
                 last = stage == 2 and i == n - 1
-                blocks.append(PreActBasicBlock(
-                    channels, out_channels, stride, norm_layer=norm_layer, act_layer=act_layer,
-                    mid_feature_only=last and self.variant == "a_resnest"))
+                if block is None:
+                    blocks.append(PreActBasicBlock(
+                        channels, out_channels, stride, norm_layer=norm_layer, act_layer=act_layer,
+                        mid_feature_only=last and self.variant == "a_resnest"))
+                else:
+                    blocks.append(checked_block(block, channels, out_channels, stride, index=len(blocks)))
+                block_widths.append(out_channels)
                 channels = out_channels
         self.blocks = nn.ModuleList(blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         #: widths of [v_0, v_1, ..., v_L] as returned by ``pooled_block_features``
-        self.feature_widths: tuple[int, ...] = (in_channels, *(b.out_channels for b in blocks))
+        self.feature_widths: tuple[int, ...] = (in_channels, *block_widths)
 
         if self.variant == "a_resnest":
             self.heads = nn.ModuleList(nn.Linear(k, num_classes) for k in self.feature_widths)
@@ -94,7 +105,10 @@ class CifarResNEst(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
+        # A user's blocks keep the initialisation their constructor gave them; the skeleton's own
+        # layers (stem, head) get the baseline's.
+        own = [self.stem, self.final, self.fc] if self.custom_blocks else [self]
+        for m in (m for part in own for m in part.modules()):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
@@ -106,6 +120,9 @@ class CifarResNEst(nn.Module):
 
     def forward_with_block_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One forward pass returning ``(logits, [pool(x), pool(v_1), ..., pool(v_L)])``."""
+        if self.custom_blocks:
+            raise TypeError("block features (v_i) are defined for the ResNEst blocks only; this model holds a "
+                            "user block")
         features = [self._pooled(x)]
         stream = self.stem(x)
         for block in self.blocks:

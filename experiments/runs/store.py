@@ -415,15 +415,33 @@ def load_run(run_dir: Path | str, map_location: str | torch.device = "cpu") -> t
         why = ("the run finished but its checkpoint was deleted (result.json holds its metrics)"
                if rd.result_path.exists() else "the run has not finished an epoch")
         raise FileNotFoundError(f"no checkpoint.pt in {rd.path}: {why}")
-    num_classes = _num_classes_from_state(ckpt["model"])
+    num_classes = _num_classes_from_state(config, ckpt["model"])
     model = build_model(config.model, num_classes=num_classes, **config.model_options)
     model.load_state_dict(ckpt["model"])
     return model.to(map_location).eval(), config
 
 
-def _num_classes_from_state(state: dict) -> int:
-    # The last linear layer's bias has num_classes entries in every registered model.
-    bias = [v for k, v in state.items() if k.endswith("bias") and v.ndim == 1 and ("fc." in k or "heads." in k)]
-    if not bias:
-        raise ValueError("cannot infer num_classes from the checkpoint: no fc/heads bias found")
-    return int(bias[-1].shape[0])
+def _state_shapes(config: TrainConfig, num_classes: int) -> dict:
+    try:
+        with torch.device("meta"):  # allocates nothing
+            model = build_model(config.model, num_classes=num_classes, **config.model_options)
+    except (RuntimeError, NotImplementedError, ValueError, TypeError):
+        model = build_model(config.model, num_classes=num_classes, **config.model_options)  # computes at build
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _num_classes_from_state(config: TrainConfig, state: dict) -> int:
+    """The class count a checkpoint was trained with, whatever its classifier is called.
+
+    The model is built (on the meta device) with 1 and with 2 classes; a state entry whose shape
+    differs between the two holds the class count on the axis that differs (a linear head's rows, a
+    fixed projection's columns), and the checkpoint's entry gives it.
+    """
+    one, two = _state_shapes(config, 1), _state_shapes(config, 2)
+    for key, shape in one.items():
+        if two.get(key) != shape and key in state:
+            axes = [i for i, (a, b) in enumerate(zip(shape, two[key])) if (a, b) == (1, 2)]
+            if axes:
+                return int(state[key].shape[axes[0]])
+    raise ValueError(f"cannot infer num_classes from the checkpoint of model {config.model!r}: no entry of its "
+                     "state dict has a shape that depends on num_classes")

@@ -9,7 +9,8 @@ import argparse
 import os
 import sys
 
-from experiments.cli import audit, claims, landscape, models, report, reproduce, risk_gap, sweep, train
+from experiments.cli import (audit, audit_block, claims, landscape, models, report, reproduce, risk_gap, sweep,
+                             train)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The subcommand modules, in the order ``blockaudit --help`` lists them; each sets ``func`` on its parser.
-SUBCOMMANDS = (audit, reproduce, claims, models, train, sweep, risk_gap, landscape, report)
+SUBCOMMANDS = (audit, audit_block, reproduce, claims, models, train, sweep, risk_gap, landscape, report)
 
 
 # What a user's input, files or settings cause, as opposed to bugs: the library raises these with a

@@ -1,0 +1,49 @@
+"""``blockaudit audit-block``: your block against a baseline, generic checks and your claims (experiments.audit.block)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis.models.skeleton import BASELINES
+from experiments.audit.block import audit_block
+from experiments.claims.types import PROFILES
+from experiments.report.tables import markdown_table
+
+__all__ = ["add_subcommand"]
+
+
+def add_subcommand(sub) -> None:
+    p = sub.add_parser(
+        "audit-block", help="audit your own block against a baseline: accuracy, cost and health checks, your claims",
+        description="Put BLOCK into the baseline's skeleton (same stem, stages, widths, head), train block and "
+                    "baseline on paired seeds into the results store (finished runs are reused), and print a "
+                    "verdict for every claim of the spec (or the measurements, without one).")
+    p.add_argument("--block", required=True, metavar="FILE.py:NAME",
+                   help="an nn.Module class or factory (in_channels, out_channels, stride), as FILE.py:NAME or "
+                        "module:NAME")
+    p.add_argument("--baseline", default="resnet20", choices=tuple(BASELINES),
+                   help="the skeleton and the model to beat (default: %(default)s)")
+    p.add_argument("--spec", type=Path, default=None, help="TOML file of claims ([[claims]] id, statement, check, "
+                                                           "region); without one every check is measured")
+    p.add_argument("--profile", choices=PROFILES, default="quick",
+                   help="quick: digits on the CPU, minutes; full: CIFAR-10 on a GPU (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=3, help="paired seeds (default: %(default)s)")
+    p.add_argument("--width", type=int, default=8, help="the skeleton's first-stage width (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 6 quick, 10 full)")
+    p.add_argument("--data", type=Path, default=None, help="full profile: cifar10-jpeg.zip (default: found "
+                                                           "under the data roots)")
+    p.add_argument("--store", type=Path, default=Path("runs"), help="results store (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for BLOCK_AUDIT.md, block_audit.json/.csv (default: reports/blocks/NAME)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_audit_block)
+
+
+def _cmd_audit_block(args) -> int:
+    out = args.out or Path("reports") / "blocks" / args.block.rpartition(":")[2]
+    result = audit_block(args.block, args.baseline, spec=args.spec, profile=args.profile, seeds=args.seeds,
+                         store=args.store, out=out, width=args.width, epochs=args.epochs, data=args.data,
+                         progress=not args.no_progress)
+    frame = result.to_pandas()[["check", "effect", "ci_low", "ci_high", "claim", "verdict"]]
+    print(markdown_table(frame.round(4)))
+    print(f"wrote {out / 'BLOCK_AUDIT.md'}, {out / 'block_audit.json'}, {out / 'block_audit.csv'}")
+    return 0

@@ -318,3 +318,47 @@ def test_operator_refuses_non_finite_data():
     soft[2, 1] = float("nan")
     with pytest.raises(ValueError, match=r"data\[0\] targets must be finite; got 1 NaN or infinite entries of 12"):
         HessianOperator(model, (batches[0][0], soft))
+
+
+def _tiny_double_net():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2)).double()
+    return net, (torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 2, (16,)))
+
+
+def test_hessian_operator_follows_torch_func_conventions():
+    # Float64 throughout: H @ v, scipy's eigsh on the LinearOperator and the dense H agree to
+    # round-off (1e-10 relative is ~1e6 eps for a 23-parameter net: a wrong transpose or sign is O(1)).
+    import copy
+
+    from scipy.sparse.linalg import eigsh
+
+    net, data = _tiny_double_net()
+    op = HessianOperator(net, data)
+    H = op.dense()
+    v = torch.randn(op.dim, dtype=torch.float64)
+    V = torch.randn(op.dim, 3, dtype=torch.float64)
+    scale = float(H.abs().max())
+    assert op.shape == (op.dim, op.dim)
+    assert float((op @ v - H @ v).abs().max()) <= 1e-10 * scale * float(v.abs().sum())
+    assert float((op @ V - H @ V).abs().max()) <= 1e-10 * scale * float(V.abs().sum())
+    top, vec = eigsh(op.as_linear_operator(), k=1, which="LA")
+    assert top[0] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-8)
+    parts = op.unflatten(torch.as_tensor(vec[:, 0]))
+    assert {k: tuple(t.shape) for k, t in parts.items()} == {k: tuple(p.shape) for k, p in net.named_parameters()}
+    # Evaluated at a given point: the same as the Hessian of a model holding those weights.
+    point = {k: 2 * p.detach() for k, p in net.named_parameters() if k.startswith("2.")}
+    moved = copy.deepcopy(net)
+    with torch.no_grad():
+        for k, p in moved.named_parameters():
+            if k in point:
+                p.copy_(point[k])
+    at_point = HessianOperator(net, data, params=point).dense()
+    assert torch.allclose(at_point, HessianOperator(moved, data).dense(), rtol=0, atol=1e-12 * scale)
+    assert not torch.allclose(at_point, H)  # and the model itself kept its weights
+    with pytest.raises(ValueError, match="not parameters of the model"):
+        HessianOperator(net, data, params={"fc.weight": torch.zeros(2, 3)})
+    with pytest.raises(ValueError, match="params shapes differ"):
+        HessianOperator(net, data, params={"2.weight": torch.zeros(3, 2)})
+    with pytest.raises(ValueError, match=r"expected a tensor of shape \(23,\)"):
+        op.unflatten(torch.zeros(5))

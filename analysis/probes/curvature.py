@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.sparse.linalg import LinearOperator
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
@@ -89,13 +90,20 @@ class HessianOperator:
         At most this many vectors per vmapped HVP (memory grows linearly with it).
     hvp:
         ``"auto"``, ``"forward_over_reverse"`` or ``"double_backward"`` (module docstring).
+    params:
+        torch.func convention: the point, a dict ``{name: tensor}`` of some or all of
+        ``model.named_parameters()`` (the others keep the model's values); default the model's own.
 
-    Attributes: ``dim``, ``param_names`` (in the flat order), ``dtype``, ``device``,
-    ``num_matvecs`` (Hessian-vector products done so far).
+    Attributes: ``dim``, ``shape``, ``param_names`` (in the flat order), ``dtype``, ``device``,
+    ``num_matvecs`` (Hessian-vector products done so far). ``op @ v`` is ``H v`` for a (dim,)
+    vector or a (dim, k) matrix; ``unflatten(v)`` gives a flat vector (an eigenvector) back as
+    per-parameter tensors; ``as_linear_operator()`` is H as a ``scipy.sparse.linalg.LinearOperator``.
     """
 
     def __init__(self, model: nn.Module, data, *, loss_fn=None, bn: str | None = None,
-                 submodule: str | None = None, vectors_per_call: int = 64, hvp: str = "auto") -> None:
+                 submodule: str | None = None, vectors_per_call: int = 64, hvp: str = "auto",
+                 params: dict | None = None) -> None:
+        point = params
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         if bn is not None:
@@ -116,6 +124,7 @@ class HessianOperator:
         # the model's own tensors would let later in-place edits of the model leak into the fixed
         # (non-submodule) parameters while theta, a copy, stays put. The copy keeps the names.
         params = {k: p.detach() for k, p in self._clone.named_parameters()}
+        params.update(_check_point(params, point))
         if submodule is not None:
             modules = dict(model.named_modules())
             if submodule not in modules:
@@ -237,9 +246,44 @@ class HessianOperator:
         h = self.matvec(torch.eye(self.dim, dtype=self.dtype, device=self.device))
         return (h + h.T) / 2
 
+    shape = property(lambda self: (self.dim, self.dim))
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        """``H @ v``: v of shape (dim,) or (dim, k), as for a matrix."""
+        return self.matvec(v) if v.dim() == 1 else self.matvec(v.T).T
+
+    def unflatten(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A flat (dim,) vector (an eigenvector, a gradient) as ``{parameter name: tensor}``."""
+        if not isinstance(vector, torch.Tensor) or tuple(vector.shape) != (self.dim,):
+            raise ValueError(f"expected a tensor of shape ({self.dim},); got {getattr(vector, 'shape', vector)!r}")
+        chunks = torch.split(vector, self._sizes)
+        return {k: c.reshape(s) for k, c, s in zip(self.param_names, chunks, self._shapes)}
+
+    def as_linear_operator(self):
+        """H as a ``scipy.sparse.linalg.LinearOperator`` on float64 numpy vectors (for eigsh, cg, ...)."""
+        def apply(x: np.ndarray) -> np.ndarray:
+            v = torch.as_tensor(np.asarray(x).T.reshape(-1, self.dim), dtype=self.dtype, device=self.device)
+            out = self.matvec(v).double().cpu().numpy()
+            return out.reshape(-1) if np.ndim(x) == 1 else out.T
+
+        return LinearOperator(self.shape, matvec=apply, matmat=apply, rmatvec=apply, dtype=np.float64)
+
     def __repr__(self) -> str:
         where = f", submodule={self.submodule!r}" if self.submodule is not None else ""
         return f"HessianOperator(dim={self.dim}, bn={self.bn!r}{where}, samples={self.num_samples})"
+
+
+def _check_point(own: dict, point: dict | None) -> dict:
+    if point is None:
+        return {}
+    unknown = sorted(set(point) - set(own))
+    if unknown:
+        raise ValueError(f"params names {unknown}, which are not parameters of the model; names look like "
+                         f"{list(own)[:4]}")
+    wrong = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in point.items() if tuple(v.shape) != tuple(own[k].shape)}
+    if wrong:
+        raise ValueError(f"params shapes differ from the model's (given, expected): {wrong}")
+    return {k: v.detach().to(own[k]).clone() for k, v in point.items()}
 
 
 def _check_op(op) -> HessianOperator:

@@ -101,3 +101,14 @@ def test_bad_inputs_give_one_line_errors_from_the_command(files, capsys):
         audit_block(f"{files}/blocks.py:WideConv", "vgg11")
     with pytest.raises(FileNotFoundError, match="spec file 'nope.toml' not found"):
         audit_block(f"{files}/blocks.py:WideConv", spec="nope.toml")
+
+
+def test_the_shipped_example_block_fits_and_its_spec_loads():
+    from pathlib import Path
+
+    from analysis.models import build_model, count_parameters
+
+    spec = Path(__file__).resolve().parents[1] / "experiments" / "examples" / "se_block.toml"
+    assert [c.check for c in load_spec(spec)] == ["accuracy", "params", "flops", "fp16_headroom"]
+    model = build_model("block_resnet", block="experiments.examples.se_block:SEBlock", width=8)
+    assert 1.0 < count_parameters(model) / count_parameters("resnet20", width=8) < 1.1

@@ -16,6 +16,12 @@ check                     what
                           block / baseline (below 1 x the baseline: closer to float16 overflow)
 ``grad_spread``           max / min per-block gradient norm at initialisation, block / baseline
                           (above 1: the block's gradients vanish or explode more across depth)
+``hessian_top``           largest Hessian eigenvalue of the test loss at the trained weights
+                          (LOBPCG, block 4, 4 iterations; 128 test images, BatchNorm in eval mode), block / baseline
+``hessian_trace``         Hessian trace (Hutch++, 12 products, same batch), block / baseline
+``sharpness``             mean loss increase at +-0.25 along a seeded filter-normalised random
+                          direction (Li et al. 2018; same seed and normalisation for both models),
+                          block / baseline
 ========================  ======================================================================
 
 Each is a mean over seeds with the two-sided 95% t interval of ``experiments.audit.stats`` (the
@@ -28,24 +34,35 @@ papers' comparisons use the same rule). A spec file (TOML) attaches claims to ch
     region = [-1.0, "inf"]     # the effects that agree with the claim: lo < effect < hi
 
 A claim holds when the whole interval lies inside its region, fails when it lies wholly outside,
-and is inconclusive otherwise; a check no claim names is reported as ``measured``.
+and is inconclusive otherwise; a check no claim names is reported as ``measured``. Every run's probe
+values are kept in its run directory (``block_probes.json``), so a second call measures nothing again.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy.sparse.linalg import lobpcg
+from tqdm.auto import tqdm
 
 from analysis.models import build_model
 from analysis.models.skeleton import BASELINES, block_options
-from analysis.probes.block_compare import (activation_peaks, block_gradient_norms, forward_flops, parameter_count,
-                                           train_throughput)
+from analysis.probes.block_compare import (
+    activation_peaks,
+    block_gradient_norms,
+    forward_flops,
+    parameter_count,
+    train_throughput,
+)
+from analysis.probes.curvature import HessianOperator, hutchpp_trace
+from analysis.probes.landscape import loss_landscape, random_directions
 from experiments.audit.stats import judge, paired_stats
 from experiments.claims.profiles import FULL_BASE, QUICK_BASE, model
 from experiments.claims.types import PROFILES, Region
@@ -71,7 +88,12 @@ CHECKS = {
     "throughput": ("training images/s at initialisation, block / baseline", "x"),
     "fp16_headroom": ("float16 headroom (65504 / peak activation) at the trained weights, block / baseline", "x"),
     "grad_spread": ("max / min per-block gradient norm at initialisation, block / baseline", "x"),
+    "hessian_top": ("largest Hessian eigenvalue of the test loss at the trained weights, block / baseline", "x"),
+    "hessian_trace": ("Hessian trace of the test loss at the trained weights, block / baseline", "x"),
+    "sharpness": ("loss increase at +-0.25 along a filter-normalised direction, block / baseline", "x"),
 }
+CURVATURE_IMAGES = 128  # test images of the Hessian and landscape probes: the same for block and baseline
+SHARPNESS_STEP = 0.25
 SPEC_KEYS = ("claims",)
 CLAIM_KEYS = ("id", "statement", "check", "region")
 
@@ -189,21 +211,57 @@ def _sweep(block: str, baseline: str, profile: str, seeds: int, width: int, epoc
         "paper": "user"})
 
 
-def _per_seed_probes(spec: SweepSpec, store: Path, images: torch.Tensor, labels: torch.Tensor) -> dict:
+PROBES_FILE = "block_probes.json"  # a run's probe values, reused while PROBE_SETTINGS are unchanged
+PROBE_SETTINGS = {"version": 1, "images": CURVATURE_IMAGES, "lobpcg_block": 4, "lobpcg_iterations": 4,
+                  "hutchpp_products": 12, "sharpness_step": SHARPNESS_STEP, "throughput_batch": 64}
+
+
+def _probe_run(run, store: Path, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The probe values of one run (``PROBES_FILE`` in its directory when already measured)."""
+    path = store / "runs" / run.run_id / PROBES_FILE
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("settings") == PROBE_SETTINGS:
+            return stored["values"]
+    torch.manual_seed(run.seed)
+    fresh = build_model(run.model, num_classes=10, **run.config.model_options)
+    trained, _ = load_run(store / "runs" / run.run_id)
+    x, y = images[:PROBE_SETTINGS["throughput_batch"]], labels[:PROBE_SETTINGS["throughput_batch"]]
+    norms = block_gradient_norms(fresh, x, y)
+    batch = (images[:CURVATURE_IMAGES], labels[:CURVATURE_IMAGES])
+    # Products in blocks of 4 (vmapped forward-over-reverse): LOBPCG for the top eigenvalue rather
+    # than Lanczos, whose one-vector steps cost as much as four-vector ones on the CPU.
+    op = HessianOperator(trained.eval(), batch, bn="eval", hvp="forward_over_reverse")
+    start = np.random.default_rng(run.seed).standard_normal((op.dim, PROBE_SETTINGS["lobpcg_block"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "not reaching the requested tolerance": we cap iterations
+        top = lobpcg(op.as_linear_operator(), start, largest=True, maxiter=PROBE_SETTINGS["lobpcg_iterations"],
+                     tol=1e-3)[0]
+    direction = random_directions(trained, 1, seed=run.seed)
+    land = loss_landscape(trained, direction, [batch], [-SHARPNESS_STEP, 0.0, SHARPNESS_STEP], bn="eval")
+    values = {
+        "params": parameter_count(fresh),
+        "flops": forward_flops(fresh, tuple(images.shape[1:])),
+        "throughput": train_throughput(fresh, x, y, steps=3, warmup=1),
+        "fp16_headroom": activation_peaks(trained, images)["headroom"],
+        "grad_spread": max(norms) / max(min(norms), 1e-30),
+        "hessian_top": float(np.max(top)),
+        "hessian_trace": float(hutchpp_trace(op, PROBE_SETTINGS["hutchpp_products"], seed=run.seed).value),
+        "sharpness": float((land.loss[0] + land.loss[2]) / 2 - land.loss[1]),
+    }
+    path.write_text(json.dumps({"settings": PROBE_SETTINGS, "values": values}, indent=2))
+    return values
+
+
+def _per_seed_probes(spec: SweepSpec, store: Path, images: torch.Tensor, labels: torch.Tensor,
+                     progress: bool) -> dict:
     """check -> (block values, baseline values), one per seed."""
     values = {k: ([], []) for k in CHECKS if k != "accuracy"}
-    batch_x, batch_y = images[:64], labels[:64]
-    for run in expand(spec):
-        side = 0 if run.label == "block" else 1
-        torch.manual_seed(run.seed)
-        fresh = build_model(run.model, num_classes=10, **run.config.model_options)
-        trained, _ = load_run(store / "runs" / run.run_id)
-        norms = block_gradient_norms(fresh, batch_x, batch_y)
-        values["params"][side].append(parameter_count(fresh))
-        values["flops"][side].append(forward_flops(fresh, tuple(images.shape[1:])))
-        values["throughput"][side].append(train_throughput(fresh, batch_x, batch_y, steps=3, warmup=1))
-        values["fp16_headroom"][side].append(activation_peaks(trained, images)["headroom"])
-        values["grad_spread"][side].append(max(norms) / max(min(norms), 1e-30))
+    runs = expand(spec)
+    for run in tqdm(runs, desc="probes", unit="run", disable=not progress):
+        measured = _probe_run(run, store, images, labels)
+        for check, value in measured.items():
+            values[check][0 if run.label == "block" else 1].append(value)
     return values
 
 
@@ -230,7 +288,7 @@ def audit_block(block: str, baseline: str = "resnet20", *, spec: Path | str | No
     base = sweep.base
     dataset = load_dataset(base["dataset"], **base.get("dataset_options", {}))
     images = normalize(dataset.test_images, dataset.mean, dataset.std)
-    per_seed = _per_seed_probes(sweep, store, images, dataset.test_labels)
+    per_seed = _per_seed_probes(sweep, store, images, dataset.test_labels, progress)
     pairs = paired_differences(table, "block", "baseline")
     effects = {"accuracy": (pairs["block_value"].to_numpy(), pairs["baseline_value"].to_numpy(),
                             pairs["difference"].to_numpy())}

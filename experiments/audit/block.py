@@ -34,7 +34,9 @@ papers' comparisons use the same rule). A spec file (TOML) attaches claims to ch
     region = [-1.0, "inf"]     # the effects that agree with the claim: lo < effect < hi
 
 A claim holds when the whole interval lies inside its region, fails when it lies wholly outside,
-and is inconclusive otherwise; a check no claim names is reported as ``measured``. Every run's probe
+and is inconclusive otherwise; a check no claim names is reported as ``measured``. ``executor="slurm"``
+trains the runs as submitit jobs on a cluster (``"local"``: submitit's local executor); the probes
+then run here, on the stored runs. Every run's probe
 values are kept in its run directory (``block_probes.json``), so a second call measures nothing again.
 """
 from __future__ import annotations
@@ -268,6 +270,7 @@ def _per_seed_probes(spec: SweepSpec, store: Path, images: torch.Tensor, labels:
 def audit_block(block: str, baseline: str = "resnet20", *, spec: Path | str | None = None, profile: str = "quick",
                 seeds: int = 3, store: Path | str = "runs", out: Path | str | None = None, width: int = 8,
                 epochs: int | None = None, data: Path | str | None = None, workers: int | None = None,
+                executor: str | None = None, executor_options: dict | None = None,
                 progress: bool = True) -> BlockAuditResult:
     """Train ``block`` (``FILE.py:NAME`` or ``module:NAME``) and ``baseline`` on paired seeds and judge (module docstring)."""
     if baseline not in BASELINES:
@@ -283,7 +286,8 @@ def audit_block(block: str, baseline: str = "resnet20", *, spec: Path | str | No
     store = Path(store)
     sweep = _sweep(block, baseline, profile, seeds, width, epochs, data)
     workers = workers or (min(2, os.cpu_count() or 1) if profile == "quick" else 1)
-    table = run_sweep(sweep, store, workers=workers, progress=progress)
+    table = run_sweep(sweep, store, workers=workers, progress=progress, executor=executor,
+                      executor_options=executor_options)
 
     base = sweep.base
     dataset = load_dataset(base["dataset"], **base.get("dataset_options", {}))

@@ -1,12 +1,14 @@
 """``blockaudit audit-block``: your block against a baseline, generic checks and your claims (experiments.audit.block)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from analysis.models.skeleton import BASELINES
 from experiments.audit.block import audit_block
 from experiments.claims.types import PROFILES
 from experiments.report.tables import markdown_table
+from experiments.runs.cluster import EXECUTORS
 
 __all__ = ["add_subcommand"]
 
@@ -34,14 +36,29 @@ def add_subcommand(sub) -> None:
     p.add_argument("--store", type=Path, default=Path("runs"), help="results store (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for BLOCK_AUDIT.md, block_audit.json/.csv (default: reports/blocks/NAME)")
+    p.add_argument("--executor", choices=EXECUTORS, default=None,
+                   help="train the runs as submitit jobs: slurm (a cluster) or local (subprocesses); default: here")
+    p.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a submitit parameter, e.g. slurm_partition=gpu, gpus_per_node=1, timeout_min=120 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_audit_block)
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--executor-option must look like KEY=VALUE; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _cmd_audit_block(args) -> int:
     out = args.out or Path("reports") / "blocks" / args.block.rpartition(":")[2]
     result = audit_block(args.block, args.baseline, spec=args.spec, profile=args.profile, seeds=args.seeds,
                          store=args.store, out=out, width=args.width, epochs=args.epochs, data=args.data,
+                         executor=args.executor, executor_options=dict(_option(o) for o in args.executor_option),
                          progress=not args.no_progress)
     frame = result.to_pandas()[["check", "effect", "ci_low", "ci_high", "claim", "verdict"]]
     print(markdown_table(frame.round(4)))

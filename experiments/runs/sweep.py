@@ -17,6 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from analysis.validation import check_int
+from experiments.runs.cluster import submit_runs
 from experiments.runs.pool import check_devices, run_pool, train_one
 from experiments.runs.results import (
     paired_differences,
@@ -50,7 +51,7 @@ from experiments.runs.sweep_config import (
 
 __all__ = [
     "SweepSpec", "ModelSpec", "RunSpec", "SweepConfigError", "SweepFailed", "load_sweep", "expand",
-    "run_id_for", "canonical_config", "run_sweep", "train_runs", "results_table", "run_status", "summarize",
+    "run_id_for", "canonical_config", "run_sweep", "train_runs", "pending_runs", "results_table", "run_status", "summarize",
     "paired_differences", "grid_column", "shipped_configs", "CONFIG_DIR", "CPU_THREADS", "EXECUTION_FIELDS",
     "LOADING_OPTIONS", "LOCATION_OPTIONS", "DEFAULT_STORE",
 ]
@@ -70,7 +71,8 @@ class SweepFailed(RuntimeError):
 
 def run_sweep(spec: SweepSpec, store: Path | str = DEFAULT_STORE, *, device: str | None = None, workers: int = 1,
               progress: bool = True, data=None, max_epochs_this_call: int | None = None,
-              only: Sequence[str] | None = None) -> pd.DataFrame:
+              only: Sequence[str] | None = None, executor: str | None = None,
+              executor_options: dict | None = None) -> pd.DataFrame:
     """Train every unfinished run of ``spec`` into ``store`` and return ``results_table(spec, store)``.
 
     Finished runs are skipped ("k of n runs already done" is printed when ``progress``),
@@ -83,6 +85,8 @@ def run_sweep(spec: SweepSpec, store: Path | str = DEFAULT_STORE, *, device: str
     table and summaries still cover every stored run of the sweep. Writes
     ``STORE/sweeps/<name>/`` (module docstring) even when interrupted. A run that raises is recorded
     (``STORE/runs/<id>/error.txt``), the others go on, and ``SweepFailed`` is raised at the end.
+    ``executor`` (``"local"`` / ``"slurm"``) sends the unfinished runs to submitit instead, one job
+    each, with ``executor_options`` (``experiments.runs.cluster``); ``workers`` is then unused.
     """
     if not isinstance(spec, SweepSpec):
         raise TypeError(f"spec must be a SweepSpec (load_sweep / SweepSpec.from_dict); got {type(spec).__name__}")
@@ -106,8 +110,12 @@ def run_sweep(spec: SweepSpec, store: Path | str = DEFAULT_STORE, *, device: str
 
     failures: dict[str, str] = {}
     try:
-        failures = train_runs(selected, store, workers=workers, progress=progress, data=data,
-                              max_epochs_this_call=max_epochs_this_call, desc=f"sweep {spec.name}")
+        if executor is None:
+            failures = train_runs(selected, store, workers=workers, progress=progress, data=data,
+                                  max_epochs_this_call=max_epochs_this_call, desc=f"sweep {spec.name}")
+        else:
+            todo, _ = pending_runs(selected, store)
+            failures = submit_runs(todo, store, executor=executor, options=executor_options, progress=progress)
     finally:
         table = results_table(spec, store)
         write_outputs(spec, store, table, runs)
@@ -116,17 +124,8 @@ def run_sweep(spec: SweepSpec, store: Path | str = DEFAULT_STORE, *, device: str
     return table
 
 
-def train_runs(runs: Sequence[RunSpec], store: Path | str, *, workers: int = 1, progress: bool = True, data=None,
-               max_epochs_this_call: int | None = None, desc: str = "train") -> dict[str, str]:
-    """Train the unfinished ``runs`` (of one sweep or several) into ``store``; return ``{run_id: error}``.
-
-    What ``run_sweep`` does for its runs, without the sweep's tables: finished runs are skipped,
-    the others resume; ``workers`` > 1 trains them in one pool of spawned processes (so runs of
-    several sweeps share it, as the audit's checks do). A run that raises is recorded in its
-    directory's ``error.txt`` and the others go on.
-    """
-    workers = check_int("workers", workers, min_value=1)
-    store = Path(store)
+def pending_runs(runs: Sequence[RunSpec], store: Path) -> tuple[list[RunSpec], int]:
+    """(the unfinished runs of ``runs``, how many distinct runs there are); records each run's claim."""
     todo, seen = [], set()
     for run in runs:
         if run.run_id in seen:
@@ -144,8 +143,23 @@ def train_runs(runs: Sequence[RunSpec], store: Path | str, *, workers: int = 1, 
             tmp.write_text(json.dumps(run.config.to_dict(), indent=2))
             os.replace(tmp, rd.config_path)
         todo.append(run)
+    return todo, len(seen)
+
+
+def train_runs(runs: Sequence[RunSpec], store: Path | str, *, workers: int = 1, progress: bool = True, data=None,
+               max_epochs_this_call: int | None = None, desc: str = "train") -> dict[str, str]:
+    """Train the unfinished ``runs`` (of one sweep or several) into ``store``; return ``{run_id: error}``.
+
+    What ``run_sweep`` does for its runs, without the sweep's tables: finished runs are skipped,
+    the others resume; ``workers`` > 1 trains them in one pool of spawned processes (so runs of
+    several sweeps share it, as the audit's checks do). A run that raises is recorded in its
+    directory's ``error.txt`` and the others go on.
+    """
+    workers = check_int("workers", workers, min_value=1)
+    store = Path(store)
+    todo, n = pending_runs(runs, store)
     if progress:
-        print(f"{len(seen) - len(todo)} of {len(seen)} runs already done")
+        print(f"{n - len(todo)} of {n} runs already done")
     if todo:
         check_devices(todo)
 

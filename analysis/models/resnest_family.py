@@ -121,8 +121,8 @@ class CifarResNEst(nn.Module):
     def forward_with_block_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One forward pass returning ``(logits, [pool(x), pool(v_1), ..., pool(v_L)])``."""
         if self.custom_blocks:
-            raise TypeError("block features (v_i) are defined for the ResNEst blocks only; this model holds a "
-                            "user block")
+            raise ValueError("block features (v_i) are defined for the ResNEst blocks only; this model holds a "
+                             "user block, so the risk gap (RN Prop. 2) does not apply to it")
         features = [self._pooled(x)]
         stream = self.stem(x)
         for block in self.blocks:

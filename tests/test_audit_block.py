@@ -67,7 +67,7 @@ def test_one_call_gives_every_check_and_a_verdict_per_claim_and_a_second_trains_
     assert verdicts["MY-params"] == "holds" and verdicts["MY-acc"] in ("holds", "inconclusive")
     assert set(frame.loc[frame["claim"] == "", "verdict"]) == {"measured"}
     payload = json.loads((files / "out" / "block_audit.json").read_text())
-    assert payload["meta"]["baseline"] == "resnet20" and len(payload["meta"]["runs"]) == 4
+    assert payload["meta"]["baseline"] == "resnet20" and len(payload["meta"]["runs"]) == 8  # 4 models x 2 seeds
     assert "| params |" in (files / "out" / "BLOCK_AUDIT.md").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in (files / "store" / "runs").glob("*/metrics.csv")}
     again = audit_block(f"{files}/blocks.py:WideConv", "resnet20", **kwargs)

@@ -141,3 +141,16 @@ def test_a_trained_block_run_and_a_user_model_with_any_head_name_reload(block_fi
         model, loaded = load_run(tmp_path / name)
         assert loaded == config
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_linear_mode_removes_every_activation_module_of_the_instance_only(block_file):
+    from analysis.models.skeleton import ACTIVATION_MODULES, load_block
+
+    model = build_model("block_resnet", block=f"{block_file}:SEBlock", width=4, activations=False)
+    assert not any(isinstance(m, ACTIVATION_MODULES) for m in model.modules())
+    fresh = load_block(f"{block_file}:SEBlock").factory(4, 4, 1)  # the user's class is untouched
+    assert any(isinstance(m, nn.ReLU) for m in fresh.modules())
+    # The baseline's own block without activations is affine in eval mode: f((x + y) / 2) = (f(x) + f(y)) / 2.
+    linear = build_model("block_resnet", width=4, activations=False).double().eval()
+    x, y = torch.randn(2, 3, 32, 32, dtype=torch.float64), torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    assert torch.allclose(linear((x + y) / 2), (linear(x) + linear(y)) / 2, atol=1e-10)

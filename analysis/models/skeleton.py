@@ -35,14 +35,32 @@ from torch import nn
 
 from analysis.models import register_model
 from analysis.models.resnest_family import CifarResNEst
-from analysis.validation import check_choice, check_int
+from analysis.validation import check_bool, check_choice, check_int
 
-__all__ = ["BASELINES", "BASELINE_BLOCK", "BlockSource", "load_block", "block_options", "block_resnet"]
+__all__ = ["ACTIVATION_MODULES", "remove_activations", "BASELINES", "BASELINE_BLOCK", "BlockSource", "load_block", "block_options", "block_resnet"]
 
 # Baselines whose residual block a user's block replaces: the standard pre-activation ResNets.
 BASELINES = {"resnet20": 20, "resnet56": 56, "resnet110": 110}
 # Their own block: the default, so ``block_resnet`` alone is the baseline (and ``blockaudit models`` can count it).
 BASELINE_BLOCK = "analysis.models.blocks:PreActBasicBlock"
+
+
+# Activation modules ``activations=False`` replaces by the identity (the linear mode of the NRL-linear
+# test, generalised). Activations a block applies as functions in its forward (F.relu, torch.sigmoid)
+# cannot be reached from outside and stay: ``remove_activations`` returns how many modules it replaced.
+ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+                      nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Hardtanh)
+
+
+def remove_activations(model: nn.Module) -> int:
+    """Replace every activation module of ``model`` (this instance, not the user's classes) by ``nn.Identity``."""
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ACTIVATION_MODULES):
+                setattr(parent, name, nn.Identity())
+                replaced += 1
+    return replaced
 
 
 @dataclass(frozen=True)
@@ -120,7 +138,7 @@ def block_options(ref: str, baseline: str = "resnet20") -> dict:
 @register_model(source="ours", paper="user",
                 description="a user's residual block (block=FILE.py:NAME) in a baseline ResNet's skeleton")
 def block_resnet(num_classes: int = 10, block: str = BASELINE_BLOCK, block_sha256: str = "", baseline: str = "resnet20",
-                 width: int = 16, in_channels: int = 3) -> nn.Module:
+                 width: int = 16, in_channels: int = 3, activations: bool = True) -> nn.Module:
     """The ``baseline``'s skeleton with its residual blocks replaced by ``block`` (module docstring)."""
     if not block:
         raise ValueError("block_resnet needs the block option: block='FILE.py:NAME' or 'package.module:NAME'")
@@ -134,6 +152,8 @@ def block_resnet(num_classes: int = 10, block: str = BASELINE_BLOCK, block_sha25
                          "or restore the old file to read them")
     model = CifarResNEst(depth=BASELINES[baseline], variant="standard", num_classes=num_classes, width=width,
                          in_channels=in_channels, block=src.factory)
+    if not check_bool("activations", activations):
+        remove_activations(model)
     with torch.no_grad():
         was = model.training
         model.eval()

@@ -19,6 +19,9 @@ check                     what
 ``hessian_top``           largest Hessian eigenvalue of the test loss at the trained weights
                           (LOBPCG, block 4, 4 iterations; 128 test images, BatchNorm in eval mode), block / baseline
 ``hessian_trace``         Hessian trace (Hutch++, 12 products, same batch), block / baseline
+``linear_capacity``       with every activation module removed from both (the NRL-linear test,
+                          generalised), final test accuracy of the block's net - the baseline's,
+                          which is then an affine map: does the block add capacity of its own?
 ``sharpness``             mean loss increase at +-0.25 along a seeded filter-normalised random
                           direction (Li et al. 2018; same seed and normalisation for both models),
                           block / baseline
@@ -93,7 +96,9 @@ CHECKS = {
     "hessian_top": ("largest Hessian eigenvalue of the test loss at the trained weights, block / baseline", "x"),
     "hessian_trace": ("Hessian trace of the test loss at the trained weights, block / baseline", "x"),
     "sharpness": ("loss increase at +-0.25 along a filter-normalised direction, block / baseline", "x"),
+    "linear_capacity": ("test accuracy without activations, block - baseline (an affine map)", "pts"),
 }
+TRAINED_CHECKS = {"accuracy": ("block", "baseline"), "linear_capacity": ("block_linear", "baseline_linear")}
 CURVATURE_IMAGES = 128  # test images of the Hessian and landscape probes: the same for block and baseline
 SHARPNESS_STEP = 0.25
 SPEC_KEYS = ("claims",)
@@ -209,7 +214,9 @@ def _sweep(block: str, baseline: str, profile: str, seeds: int, width: int, epoc
                 "dataset_options": {} if data is None else {"path": str(data)}}
     return SweepSpec.from_dict({
         "name": f"block-{profile}-{stem}-{options['block_sha256'][:8]}", "seeds": list(range(seeds)), "base": base,
-        "models": [model("block", "block_resnet", **options, width=width), model("baseline", baseline, width=width)],
+        "models": [model("block", "block_resnet", **options, width=width), model("baseline", baseline, width=width),
+                   model("block_linear", "block_resnet", **options, width=width, activations=False),
+                   model("baseline_linear", baseline, width=width, activations=False)],
         "paper": "user"})
 
 
@@ -258,8 +265,8 @@ def _probe_run(run, store: Path, images: torch.Tensor, labels: torch.Tensor) -> 
 def _per_seed_probes(spec: SweepSpec, store: Path, images: torch.Tensor, labels: torch.Tensor,
                      progress: bool) -> dict:
     """check -> (block values, baseline values), one per seed."""
-    values = {k: ([], []) for k in CHECKS if k != "accuracy"}
-    runs = expand(spec)
+    values = {k: ([], []) for k in CHECKS if k not in TRAINED_CHECKS}
+    runs = [r for r in expand(spec) if r.label in ("block", "baseline")]
     for run in tqdm(runs, desc="probes", unit="run", disable=not progress):
         measured = _probe_run(run, store, images, labels)
         for check, value in measured.items():
@@ -293,9 +300,11 @@ def audit_block(block: str, baseline: str = "resnet20", *, spec: Path | str | No
     dataset = load_dataset(base["dataset"], **base.get("dataset_options", {}))
     images = normalize(dataset.test_images, dataset.mean, dataset.std)
     per_seed = _per_seed_probes(sweep, store, images, dataset.test_labels, progress)
-    pairs = paired_differences(table, "block", "baseline")
-    effects = {"accuracy": (pairs["block_value"].to_numpy(), pairs["baseline_value"].to_numpy(),
-                            pairs["difference"].to_numpy())}
+    effects = {}
+    for check, (block_label, baseline_label) in TRAINED_CHECKS.items():
+        pairs = paired_differences(table, block_label, baseline_label)
+        effects[check] = (pairs["block_value"].to_numpy(), pairs["baseline_value"].to_numpy(),
+                          pairs["difference"].to_numpy())
     for check, (b, a) in per_seed.items():
         b, a = np.asarray(b, dtype=float), np.asarray(a, dtype=float)
         effects[check] = (b, a, b / a)

@@ -69,6 +69,7 @@ def test_one_call_gives_every_check_and_a_verdict_per_claim_and_a_second_trains_
     payload = json.loads((files / "out" / "block_audit.json").read_text())
     assert payload["meta"]["baseline"] == "resnet20" and len(payload["meta"]["runs"]) == 8  # 4 models x 2 seeds
     assert "| params |" in (files / "out" / "BLOCK_AUDIT.md").read_text()
+    assert (files / "out" / "block_audit.png").stat().st_size > 10_000  # training curves and ratio checks
     stamps = {p: p.stat().st_mtime_ns for p in (files / "store" / "runs").glob("*/metrics.csv")}
     again = audit_block(f"{files}/blocks.py:WideConv", "resnet20", **kwargs)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained

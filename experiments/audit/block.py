@@ -59,6 +59,8 @@ from tqdm.auto import tqdm
 
 from analysis.models import build_model
 from analysis.models.skeleton import BASELINES, block_options
+from analysis.plotting.block_compare import plot_block_audit
+from analysis.plotting.landscape import save_figure
 from analysis.probes.block_compare import (
     activation_peaks,
     block_gradient_norms,
@@ -167,6 +169,7 @@ class BlockAuditResult:
 
     rows: list[dict]
     meta: dict = field(default_factory=dict)
+    curves: pd.DataFrame | None = None  # the sweep's results table (label, seed, epoch, test_acc, ...)
 
     def to_pandas(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
@@ -182,7 +185,7 @@ class BlockAuditResult:
         return "\n".join([
             f"# Block audit: {m['block']} vs {m['baseline']}", "",
             f"Profile `{m['profile']}`: {m['setting']}. Made on {m['provenance_line']}.", "",
-            markdown_table(shown), "",
+            markdown_table(shown), "", "![block and baseline](block_audit.png)", "",
             "- Effects are means over seeds with the two-sided 95% t interval (accuracy in percentage points, "
             "the rest as ratios block / baseline). A claim holds when its interval lies inside its region, fails "
             "when it lies wholly outside, and is inconclusive otherwise; `measured`: no claim names the check.",
@@ -191,7 +194,12 @@ class BlockAuditResult:
     def write(self, out: Path | str) -> list[Path]:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        files = [out / "BLOCK_AUDIT.md", out / "block_audit.json", out / "block_audit.csv"]
+        files = [out / "BLOCK_AUDIT.md", out / "block_audit.json", out / "block_audit.csv", out / "block_audit.png"]
+        if self.curves is not None:
+            save_figure(plot_block_audit(self.curves, self.to_pandas(),
+                                         f"{self.meta['block']} vs {self.meta['baseline']}"), files[3])
+        else:
+            files.pop()
         files[0].write_text(self.markdown())
         files[1].write_text(json.dumps({"meta": self.meta, "rows": self.rows}, indent=2, default=str))
         self.to_pandas().to_csv(files[2], index=False)
@@ -329,7 +337,7 @@ def audit_block(block: str, baseline: str = "resnet20", *, spec: Path | str | No
                         f"{seeds} seeds, batch {base['batch_size']}, SGD lr {base['lr']} {base['schedule']}"),
             "provenance": prov, "provenance_line": provenance_line(prov),
             "spec": str(spec) if spec is not None else None}
-    result = BlockAuditResult(rows, meta)
+    result = BlockAuditResult(rows, meta, table)
     if out is not None:
         result.write(out)
     return result

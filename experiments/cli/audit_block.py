@@ -62,5 +62,6 @@ def _cmd_audit_block(args) -> int:
                          progress=not args.no_progress)
     frame = result.to_pandas()[["check", "effect", "ci_low", "ci_high", "claim", "verdict"]]
     print(markdown_table(frame.round(4)))
-    print(f"wrote {out / 'BLOCK_AUDIT.md'}, {out / 'block_audit.json'}, {out / 'block_audit.csv'}")
+    print(f"wrote {out / 'BLOCK_AUDIT.md'}, {out / 'block_audit.json'}, {out / 'block_audit.csv'}, "
+          f"{out / 'block_audit.png'}")
     return 0

@@ -8,6 +8,7 @@ dimension and the spectrum bounds, which is what a counterexample's reader needs
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from analysis.theory.oai import ACTIVATIONS as ACTIVATION_NAMES
@@ -155,21 +156,40 @@ def positive_determinant_matrices(draw, n: int, max_gamma: float = 2.0):
 
 
 # --- RN (ResNEsts and DenseNEsts) ------------------------------------------------------------
-# A (P_phi) problem: a random tanh ResNEst on N = 40 Gaussian inputs, Gaussian targets (or soft
-# labels for cross-entropy). Widths stay <= 6 so that L-BFGS and dense Hessians are milliseconds.
-RN_SAMPLES = 40
+# A (P_phi) problem: a random tanh ResNEst on N Gaussian inputs, Gaussian targets (or soft labels for
+# cross-entropy). Its sizes grow with the hypothesis profile (``rn_sizes``): the ci and dev profiles
+# keep widths <= 6 and N = 40 so that L-BFGS and dense Hessians take milliseconds; the thorough
+# profile draws wider, deeper nets on more samples.
+RN_SAMPLES = 40  # N under the ci / dev profiles
+
+
+def rn_sizes() -> dict:
+    """The RN problem sizes for the loaded hypothesis profile, read when an example is drawn.
+
+    ``settings().max_examples`` is the loaded profile's (a test's own ``@settings`` does not change
+    it): from 200 examples on (``thorough``: 500; ci: 25, dev: 5, hypothesis' default: 100) the nets
+    get up to 4 inputs, 4 blocks of up to 3 features and N = 100 samples; otherwise up to 2 inputs,
+    3 blocks of up to 2 features and N = 40 (residual width <= 6).
+    """
+    large = settings().max_examples >= 200
+    return dict(samples=100 if large else RN_SAMPLES, max_in=4 if large else 2, max_feature=3 if large else 2,
+                max_blocks=4 if large else 3, max_n_out=4 if large else 3, large=large)
 
 
 @st.composite
-def rn_problems(draw, *, bottleneck: bool = True, min_blocks: int = 1, max_blocks: int = 3,
-                loss: str = "squared", last_width_at_least_n_out: bool = False, max_n_out: int = 3,
+def rn_problems(draw, *, bottleneck: bool = True, min_blocks: int = 1, max_blocks: int | None = None,
+                loss: str = "squared", last_width_at_least_n_out: bool = False, max_n_out: int | None = None,
                 planted: bool = False):
     """dict(x, Y, W0, blocks, M, n_out): the residual width M is >= sum_{i<L} K_i (eq (10)) when
-    ``bottleneck``, else M = N_in (no expansion, L >= 2 so the condition fails)."""
-    n_in = draw(dims(1, 2))
-    n_blocks = draw(st.integers(min_value=max(min_blocks, 1 if bottleneck else 2), max_value=max_blocks))
+    ``bottleneck``, else M = N_in (no expansion, L >= 2 so the condition fails). Sizes: ``rn_sizes``
+    (``max_blocks`` / ``max_n_out`` default to the profile's)."""
+    size = rn_sizes()
+    max_blocks = size["max_blocks"] if max_blocks is None else max_blocks
+    max_n_out = size["max_n_out"] if max_n_out is None else max_n_out
+    n_in = draw(dims(1, size["max_in"]))
+    n_blocks = draw(st.integers(min_value=max(min_blocks, 1 if bottleneck else 2), max_value=max(max_blocks, min_blocks)))
     n_out = draw(st.integers(min_value=1 if loss == "squared" else 2, max_value=max(max_n_out, 2)))
-    widths = [draw(st.integers(min_value=1, max_value=2)) for _ in range(n_blocks)]
+    widths = [draw(st.integers(min_value=1, max_value=size["max_feature"])) for _ in range(n_blocks)]
     if last_width_at_least_n_out:
         widths[-1] = max(widths[-1], n_out)
     if bottleneck:
@@ -180,39 +200,94 @@ def rn_problems(draw, *, bottleneck: bool = True, min_blocks: int = 1, max_block
         n_out = min(n_out, width)
     gen = rng(draw(seeds()))
     w0, blocks = random_resnest(gen, n_in, width, widths, act="tanh")
-    x = gen.standard_normal((RN_SAMPLES, n_in))
+    n = size["samples"]
+    x = gen.standard_normal((n, n_in))
     if planted:
         # targets with a planted A-ResNEst signal: every block's coefficients are O(1), so the (P_phi)
         # minimiser has a well-conditioned W_{L+1} and moderate W_L (pure-noise targets make the
         # coefficients on x_{L-1} tiny and push W_L ~ 1e3, out of L-BFGS's reach in float64)
         v = np.hstack(resnest_features(x, blocks, w0))
-        z = v @ gen.standard_normal((v.shape[1], n_out)) + 0.5 * gen.standard_normal((RN_SAMPLES, n_out))
+        z = v @ gen.standard_normal((v.shape[1], n_out)) + 0.5 * gen.standard_normal((n, n_out))
         if loss == "squared":
             y = z
         else:
             y = np.exp(z - z.max(axis=1, keepdims=True))
             y /= y.sum(axis=1, keepdims=True)
     elif loss == "squared":
-        y = gen.standard_normal((RN_SAMPLES, n_out))
+        y = gen.standard_normal((n, n_out))
     else:
-        y = gen.dirichlet(np.ones(n_out), size=RN_SAMPLES)
-    return dict(x=x, Y=y, W0=w0, blocks=blocks, M=width, n_out=y.shape[1])
+        y = gen.dirichlet(np.ones(n_out), size=n)
+    return dict(x=x, Y=y, W0=w0, blocks=blocks, M=width, n_out=y.shape[1], loss=loss)
 
 
-def _rn_well_conditioned(problem, max_coef: float = 30.0) -> bool:
+def _rn_prediction_coefficients(problem) -> tuple[np.ndarray, np.ndarray]:
+    """The least-squares (P_phi) optimum on z = [x_{L-1}; v_L]: Theta = [Theta_1; Theta_2] (rows: z's
+    coordinates) with y ~ z^T Theta. Every global minimiser of (P_phi) (squared loss) has
+    W_{L+1} = Theta_1^T and W_{L+1} W_L = Theta_2^T."""
+    x, blocks, w0 = problem["x"], problem["blocks"], problem["W0"]
+    v = resnest_features(x, blocks, w0)
+    x_prev = sum(f @ w.T for f, w in zip(v[:-1], [w0] + [b.W for b in blocks[:-1]]))
+    theta = np.linalg.lstsq(np.hstack([x_prev, v[-1]]), problem["Y"], rcond=None)[0]
+    m = x_prev.shape[1]
+    return theta[:m], theta[m:]
+
+
+def _rn_well_conditioned(problem, max_coef: float = 30.0, min_out_sv: float = 0.05) -> bool:
     v = np.hstack(resnest_features(problem["x"], problem["blocks"], problem["W0"]))
     h = np.linalg.lstsq(v, problem["Y"], rcond=None)[0]
     sv = np.linalg.svd(v, compute_uv=False)
-    return bool(float(np.linalg.norm(h, 2)) <= max_coef and sv[-1] >= 1e-2 * sv[0])
+    if not (float(np.linalg.norm(h, 2)) <= max_coef and sv[-1] >= 1e-2 * sv[0]):
+        return False
+    if problem.get("loss", "squared") != "squared":
+        # cross-entropy fixes W_{L+1} only up to a shift 1 c^T (softmax ignores it): no unique optimum
+        return True
+    # the (P_phi) optimum itself: W_{L+1} = Theta_1^T well conditioned, the least-norm W_L moderate
+    theta1, theta2 = _rn_prediction_coefficients(problem)
+    s = np.linalg.svd(theta1, compute_uv=False)
+    if s.size < theta1.shape[1] or s[-1] < min_out_sv * max(s[0], 1.0):
+        return False
+    w_l = np.linalg.pinv(theta1.T) @ theta2.T
+    return bool(float(np.linalg.norm(w_l, 2)) <= max_coef)
+
+
+def rn_well_conditioned(problem) -> bool:
+    """Whether a problem dict (x, Y, W0, blocks[, loss]) meets ``rn_solver_problems``' conditioning
+    (``_rn_well_conditioned``): for checks that build their nets themselves and ``assume`` it."""
+    return _rn_well_conditioned(problem)
 
 
 def rn_solver_problems(**kwargs):
-    """``rn_problems`` with planted targets, best A-ResNEst coefficients ||H*||_2 <= 30 and features
-    V = [v_0..v_L] with condition number <= 100.
+    """``rn_problems`` with planted targets, best A-ResNEst coefficients ||H*||_2 <= 30, features
+    V = [v_0..v_L] with condition number <= 100, and (squared loss) a (P_phi) optimum with
+    s_min(W_{L+1}) >= 0.05 (relative to max(s_max, 1)) and least-norm ||W_L||_2 <= 30
+    (``_rn_well_conditioned``).
 
     The (P_phi) minimiser then has a moderate, well-conditioned W_{L+1}. On nearly collinear features
-    (cond(V) ~ 1e3) L-BFGS from random starts often stalls with gradient ~1e-7 at points where
-    W_{L+1} is nearly rank-deficient (s_min ~ 1e-2), ||W_L|| ~ 1e2..1e3 and eps ~ 1e-3..1e-2: not
-    critical points (the certificate says so), so no evidence against Thm 1, but out of reach of a
-    float64 check. Rejects about one draw in four."""
+    (cond(V) ~ 1e3), or when the optimum's W_{L+1} is nearly singular, L-BFGS from random starts often
+    stalls with gradient ~1e-7 at points where W_{L+1} is nearly rank-deficient (s_min ~ 1e-2),
+    ||W_L|| ~ 1e2..1e3 and eps ~ 1e-3..1e-2: not critical points (the certificate says so), so no
+    evidence against Thm 1, but out of reach of a float64 check. The filter reads the problem only
+    (never a solver's output), so it cannot hide a spurious local minimum."""
     return rn_problems(planted=True, **kwargs).filter(_rn_well_conditioned)
+
+
+# --- ND, continued: problems with a genuinely mixed ReLU mask ---------------------------------
+@st.composite
+def nd_mixed_problems(draw, n: int | None = None, min_abs_eig: float = 0.2, max_abs_eig: float = 0.9,
+                      margin: float = 0.1):
+    """(A, x) as ``nd_problems(active="mixed")``, but with at least one active *and* at least one
+    inactive unit: 1 <= #{i: (Ax)_i > 0} <= n - 1, each (Ax)_i at least ``margin`` from the kink.
+
+    Diag[Phi'(Ax)] is then neither 0 (every formula of eq (6), (7), (11)-(17) collapses to one in A
+    alone) nor I (the mask is invisible), so a formula that drops or misplaces the mask shows.
+    Needs n >= 2.
+    """
+    n = draw(dims()) if n is None else n
+    if n < 2:
+        raise ValueError(f"a mixed mask needs n >= 2 units; got n = {n}")
+    a = draw(symmetric_matrices(n=n, max_abs_eig=max_abs_eig, min_abs_eig=min_abs_eig))
+    gen = rng(draw(seeds()))
+    z = gen.uniform(margin, 1.0, size=n) * gen.choice([-1.0, 1.0], size=n)
+    on, off = gen.choice(n, size=2, replace=False)
+    z[on], z[off] = abs(z[on]), -abs(z[off])
+    return a, np.linalg.solve(a, z)

@@ -1,31 +1,67 @@
 """Theory checks for RN: Chen, Lee, Garudadri, Rao, "ResNEsts and DenseNEsts" (NeurIPS 2021).
 
-Every check builds a tiny random tanh ResNEst / DenseNEst (N = 40 samples, widths <= 6) and compares
-against computations independent of ``analysis.theory.rn``'s formulas: risks and Hessians from a
-torch float64 re-implementation of eq (2)/(5) (autograd), best linear risks from ``np.linalg.lstsq``,
-ranks from ``np.linalg.matrix_rank``. Local minimisers of (P_phi) come from L-BFGS from random starts;
-their tolerances come from the solver's certificate (``epsilon_bound_from_gradient``: the P_phi
-gradient norm turned into a bound on eps, see its docstring) plus a round-off floor (``_floor``).
+Every check builds a small random tanh ResNEst / DenseNEst (sizes grow with the hypothesis profile,
+``theory_checks.strategies.rn_sizes``) and runs the PROJECT's functions (``analysis.theory.rn``) on
+it; their numbers are compared with computations that share none of the project's code
+(``theory_checks.rn_reference``): risks, gradients and Hessians from a torch float64 re-implementation
+of eq (2)/(5)/(7) (autograd), best linear risks from ``np.linalg.lstsq``, the cross-entropy minimum
+from torch's own L-BFGS, ranks from ``np.linalg.matrix_rank``.
+
+Local minimisers of (P_phi) come from the project's ``solve_resnest_prediction`` (L-BFGS from random
+starts). Each returned point is checked, never trusted: its risk and gradient must equal autograd's, it
+must meet the stationarity ``_GTOL`` the check asked for (autograd's gradient), and it must carry a
+certificate (derived in ``rn_reference``) no larger than ``_CERTIFIED``. A check fails when no start of
+the solver passes (``_verified_minima``), so a solver that stops early or a risk that is wrong fails
+the check instead of being skipped.
+
+Counterexamples (role "assumption") exercise the same project functions as their companion positive
+checks: the project's solver reaches a verified local minimiser, and the project's conclusion
+(``epsilon_gap`` ~ 0, Cor. 3's bound through ``best_linear_risk``) fails once the assumption is dropped.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, reject, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from analysis.theory import rn as rn
-from theory_checks.strategies import RN_SAMPLES, rn_problems, rn_solver_problems, rng, seeds
+from theory_checks import rn_reference as ref
+from theory_checks.rn_reference import EPS, floor, lstsq_risk, target_scale
+from theory_checks.strategies import rn_problems, rn_sizes, rn_solver_problems, rn_well_conditioned, rng, seeds
 
-EPS = np.finfo(np.float64).eps
-# A certificate only supports "eps ~ 0" if it is small against the risks at stake (mean||y||^2 ~ 1):
-# 1e-6 of that scale is far below the eps ~ 1e-2 that breaking Assumption 4 produces (see the
-# bottleneck counterexample), so a passing check cannot come from a vacuous bound.
-_INFORMATIVE = 1e-6
-_MAX_ITER = 3000
-# The local-solver checks run fewer examples than the ci profile's 25 to keep the module ~20 s.
-_SOLVER_EXAMPLES = 12
+# The stationarity the checks ask of the project's solver (passed explicitly as its gtol): ||grad R||_F
+# <= 1e-6 is about what a line search on float64 risk values can reach (a gradient g changes R by
+# ~ g^2 / (2 curvature), invisible below eps * R once g ~ sqrt(2 * 1e2 * eps) ~ 2e-7).
+_GTOL = 1e-6
+
+
+def _max_iter() -> int:
+    # L-BFGS iterations a start may take: the ci-sized problems converge in <= ~1500; the thorough
+    # profile's wider nets (cross-entropy with N_o = 4, M ~ 10) need up to ~1e4, the project's default.
+    return 20000 if rn_sizes()["large"] else 3000
+
+
+# A returned point counts as a verified minimiser when its certificate (an upper bound on its distance
+# in risk to the minimum: ``rn_reference.theorem1_certificate`` or ``gap_bound``) is <= _CERTIFIED *
+# mean||y||^2. Derivation: at a point meeting _GTOL the certificate is N (kappa * _GTOL)^2 / (4 s_min^+(V)^2)
+# with kappa the gradient amplification of Theorem 1's argument ((1 + ||W_L||_2 / s_min(B)) / s_min(W_{L+1})
+# + 1 / s_min(B)). On ``rn_solver_problems`` (cond(V) <= 100, so s_min^+(V)^2 >= s_max(V)^2 / 1e4 >= N / 1e4
+# for unit-variance features) this is <= 1e-4 exactly when kappa <= sqrt(4 * 1e-4 / 1e4) / 1e-6 = 200: every
+# minimiser with s_min(W_{L+1}) >~ 0.05 and ||W_L|| <~ 30 (the strategy's optimum has both) is admitted
+# (largest certificate seen at a genuine minimiser: 2e-5), while the stalled valley points of the solver
+# (s_min(W_{L+1}) ~ 1e-3, ||W_L|| ~ 1e3, kappa >~ 1e4) are not. On the other side the counterexamples
+# keep eps >= 10 * _CERTIFIED * mean||y||^2 open (asserted there), so a certified eps <= _CERTIFIED rules
+# out a gap of that size by an order of magnitude.
+_CERTIFIED = 1e-4
+_STARTS, _ROUNDS = 3, 3
+# The reference minimum of a convex (PA_phi) (``rn_reference.convex_minimum``) must be stationary two
+# orders below the project solvers' 1e-6, so that it is the more accurate of the two; its remaining
+# suboptimality still enters the checks through ``gap_bound``.
+_REF_CONVERGED = 1e-8
+# Solver checks run half the profile's examples (ci: 12 of 25) to keep the module fast.
+_solver_settings = settings(max_examples=max(2, settings().max_examples // 2))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -39,130 +75,122 @@ def _single_threaded():
     torch.set_num_threads(n_torch)
 
 
-# ----------------------------------------------------------------------------------------------
-# Independent references
-# ----------------------------------------------------------------------------------------------
-def _lstsq_risk(v: np.ndarray, y: np.ndarray) -> float:
-    h = np.linalg.lstsq(v, y, rcond=None)[0]
-    return float(np.sum((y - v @ h) ** 2) / v.shape[0])
-
-
-def _cond_plus(v: np.ndarray) -> float:
-    s = np.linalg.svd(v, compute_uv=False)
-    s = s[s > max(v.shape) * EPS * s[0]]
-    return float(s[0] / s[-1])
-
-
-def _floor(v: np.ndarray, y: np.ndarray) -> float:
-    # A risk is a mean of N * N_o squared residuals; each solver (lstsq, the moment solver, L-BFGS's
-    # final evaluation) returns residuals with relative error ~ cond(V) * eps, and a difference of two
-    # risks of size mean||y||^2 inherits both, so the round-off is ~ N * cond(V) * eps * mean||y||^2
-    # (N from the summation). Two orders of margin on top.
-    scale = max(float(np.mean(np.sum(y * y, axis=1))), 1.0)
-    return 1e2 * v.shape[0] * _cond_plus(v) * EPS * scale
-
-
-def _torch_risk(x_prev, v_last, y, loss):
-    """(P_phi) eq (5) written directly in torch: R(flat) with flat = [vec W_L, vec W_{L+1}]."""
-    xp, vl, yt = (torch.as_tensor(a, dtype=torch.float64) for a in (x_prev, v_last, y))
-    m, k, n_o = xp.shape[1], vl.shape[1], yt.shape[1]
-
-    def risk(flat):
-        w_l = flat[: m * k].reshape(m, k)
-        w_o = flat[m * k:].reshape(n_o, m)
-        y_hat = (xp + vl @ w_l.T) @ w_o.T
-        if loss == "squared":
-            return ((y_hat - yt) ** 2).sum() / yt.shape[0]
-        return (torch.logsumexp(y_hat, dim=1) - (yt * y_hat).sum(dim=1)).mean()
-
-    return risk
-
-
-def _flat(w_l, w_o) -> torch.Tensor:
-    return torch.as_tensor(np.concatenate([w_l.ravel(), w_o.ravel()]), dtype=torch.float64)
-
-
-def _hessian_eigs(risk, w_l, w_o) -> np.ndarray:
-    h = torch.autograd.functional.hessian(risk, _flat(w_l, w_o)).numpy()
-    return np.linalg.eigvalsh((h + h.T) / 2)
-
-
-def _grad_norm(risk, w_l, w_o) -> float:
-    p = _flat(w_l, w_o).requires_grad_(True)
-    (g,) = torch.autograd.grad(risk(p), p)
-    return float(g.norm())
-
-
-def checked(*strategies, max_examples: int | None = None):
-    """Run ``body(evidence, *drawn)`` as a hypothesis property over ``strategies``, then record its evidence.
-
-    The body adds its numbers to the ``evidence`` fixture (``theory_checks.evidence``), each with its
-    worst end; they are recorded once every example has passed. (A fixture cannot be passed into
-    @given directly: hypothesis does not reset function-scoped fixtures between examples.)
-    """
-
-    def deco(body):
-        def test(evidence):
-            @given(st.tuples(*strategies))
-            def check(args):
-                body(evidence, *args)
-
-            if max_examples is not None:
-                check = settings(max_examples=max_examples)(check)
-            check()
-            evidence.record()
-
-        test.__name__ = test.__qualname__ = body.__name__
-        test.__doc__ = body.__doc__
-        test.__module__ = body.__module__
-        return test
-
-    return deco
+def _with_loss(make):
+    """(loss, problem) for each loss of ``rn.LOSSES``, the problem drawn by ``make(loss)`` (one strategy
+    object per loss, so hypothesis' statistics report its filter once)."""
+    by_loss = {loss: make(loss) for loss in rn.LOSSES}
+    return st.sampled_from(rn.LOSSES).flatmap(lambda loss: st.tuples(st.just(loss), by_loss[loss]))
 
 
 def _setup(problem):
-    feats, stream = rn.resnest_residuals(problem["x"], problem["blocks"], problem["W0"])
-    w_prev = [problem["W0"]] + [b.W for b in problem["blocks"][:-1]]
+    """(features v_0..v_L, [W_0..W_{L-1}], PredictionFeatures(x_{L-1}, v_L)) from the project's
+    ``resnest_residuals``, checked against the forward pass of ``rn_reference.resnest_stream``."""
+    x, w0, blocks = problem["x"], problem["W0"], problem["blocks"]
+    feats, stream = rn.resnest_residuals(x, blocks, w0)
+    want_feats, want_stream = ref.resnest_stream(x, w0, blocks)
+    # the same float64 operations in the same order: equal up to a few ulps of the largest entry
+    for got, want in zip([*feats, *stream], [*want_feats, *want_stream]):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e2 * EPS * max(1.0, float(np.max(np.abs(want)))),
+                                   err_msg="resnest_residuals disagrees with eq (1)/(3)")
+    w_prev = [w0] + [b.W for b in blocks[:-1]]
     pf = rn.PredictionFeatures(stream[-2], feats[-1])
     return feats, w_prev, pf
-
-
-def _certified_minima(feats, w_prev, pf, y, loss="squared", *, starts=3, seed=0, a_star_solution=None):
-    """(local minimum, eps certificate) for every random start whose certificate is informative.
-
-    Some starts do not reach a critical point: on problems with M = sum_{i<L} K_i exactly, about one
-    start in five drifts to infinity (||W_L|| ~ 1e3) along a valley with a vanishing gradient and
-    eps ~ 1e-2. Such points are not local minimisers (Thm 1 says nothing about them) and their
-    certificate says so (it is large); they are left out. An example where no start is certified is
-    discarded (see below), and hypothesis fails the test if too many are, so no pass is vacuous.
-    """
-    out, all_ = [], rn.solve_resnest_prediction(pf, y, loss, starts=starts, seed=seed, max_iter=_MAX_ITER)
-    scale = max(float(np.mean(np.sum(y * y, axis=1))), 1.0)
-    for m in all_:
-        bound = rn.epsilon_bound_from_gradient(feats, w_prev, m.W_L, m.W_out, m.grad_W_L, m.grad_W_out,
-                                               loss, a_star=a_star_solution)
-        if bound <= _INFORMATIVE * scale:
-            out.append((m, bound))
-    if not out:
-        # No start was certified: this example says nothing about the theorem (it is about L-BFGS), so
-        # it is discarded rather than failed. Hypothesis raises Unsatisfiable if too many examples are
-        # discarded, and the recorded evidence counts only certified examples, so no pass is vacuous.
-        # (Which borderline examples certify varies with BLAS round-off between runs.)
-        reject()
-    return out
 
 
 def _features_help_floor(v, y) -> float:
     # "the features help" / "strictly" needs a gap clearly above round-off: ten floors (the floor
     # already carries two orders of margin).
-    return 10 * _floor(v, y)
+    return 10 * floor(v, y)
+
+
+# ----------------------------------------------------------------------------------------------
+# The project's solver, checked point by point
+# ----------------------------------------------------------------------------------------------
+def _theorem1_certify(feats, w_prev, y, loss, h_ref):
+    """Certificate of R - A(h_ref) from the (P_phi) gradient alone (Theorem 1's argument, Assumption 4)."""
+    v = np.hstack(feats)
+    return lambda w_l, w_o, g_l, g_o: ref.theorem1_certificate(v, y, loss, w_prev, w_l, w_o, g_l, g_o, h_ref)
+
+
+def _global_certify(pf, y, loss, h_ref):
+    """Certificate of R - p* with p* the infimum of (P_phi): (P_phi) is the convex (PA_phi) on the features
+    z = [x_{L-1}; v_L] at Theta = [I; W_L^T] W_{L+1}^T, so the convex bound ``gap_bound`` at Theta applies. A
+    point it certifies is a global, hence a local, minimiser of (P_phi), whatever Assumption 4 says."""
+    z = np.hstack([pf.x_prev, pf.v_last])
+    m = pf.x_prev.shape[1]
+
+    def certify(w_l, w_o, g_l, g_o):
+        theta = np.vstack([np.eye(m), w_l.T]) @ w_o.T
+        _, grad = ref.a_value_and_grad(z, y, loss, theta)
+        return ref.gap_bound(z, y, loss, grad, theta, h_ref)
+
+    return certify
+
+
+def _project_a_star(feats, y, loss, h_ref):
+    """The project's A* (``a_resnest_risk``, which ``epsilon_gap`` subtracts) and a bound on its distance to
+    the reference A* = A(h_ref), from autograd gradients at both points (``rn_reference.gap_bound``);
+    the bound must be informative (<= the certificate threshold)."""
+    v = np.hstack(feats)
+    sol = rn.a_resnest_risk(feats, y, loss)
+    at_sol, g_sol = ref.a_value_and_grad(v, y, loss, sol.H)
+    a_ref, g_ref = ref.a_value_and_grad(v, y, loss, h_ref)
+    fl = floor(v, y)
+    # the squared loss' risk comes from moments: its cancellation carries the round-off of ``floor``
+    assert abs(sol.risk - at_sol) <= (fl if loss == "squared" else ref.value_tolerance(y.shape[0], y, at_sol))
+    err = fl + max(ref.gap_bound(v, y, loss, g_sol, sol.H, h_ref), ref.gap_bound(v, y, loss, g_ref, h_ref, sol.H))
+    assert abs(sol.risk - a_ref) <= err, f"a_resnest_risk {sol.risk!r} vs reference A* {a_ref!r}"
+    assert err <= _CERTIFIED * target_scale(y), f"a_resnest_risk's point is not certified: {err:.3g}"
+    return sol, err
+
+
+def _verified_minima(pf, y, loss, seed, certify, *, unverified: list | None = None):
+    """Run ``rn.solve_resnest_prediction`` (``_STARTS`` starts a round, up to ``_ROUNDS`` rounds) and check every point.
+
+    Every returned point: its risk and gradient must equal autograd's (``rn_reference``), to round-off.
+    A point is a verified minimiser when autograd's gradient meets ``_GTOL`` (plus round-off) and
+    ``certify(W_L, W_{L+1}, dR/dW_L, dR/dW_{L+1})`` is <= ``_CERTIFIED * mean||y||^2``. Returns
+    [(LocalMinimum, autograd risk, certificate)] for the verified points, and appends the number of
+    unverified starts to ``unverified``; fails when none is verified (a solver that stops early, or
+    wanders off, does not make the check pass by having its examples skipped).
+    """
+    risk = ref.prediction_risk(pf.x_prev, pf.v_last, y, loss)
+    tau = _CERTIFIED * target_scale(y)
+    out, seen = [], []
+    for rnd in range(_ROUNDS):
+        mins = rn.solve_resnest_prediction(pf, y, loss, starts=_STARTS, seed=seed + 7919 * rnd, gtol=_GTOL,
+                                           max_iter=_max_iter())
+        for m in mins:
+            value, g_l, g_o = ref.value_and_grad(risk, m.W_L, m.W_out)
+            x_l = pf.x_prev + pf.v_last @ m.W_L.T
+            assert abs(m.risk - value) <= ref.value_tolerance(y.shape[0], y, value), \
+                f"solve_resnest_prediction's risk {m.risk!r} != eq (5) at its point {value!r}"
+            g_tol = ref.grad_tolerance(pf.v_last, x_l, m.W_out, y, x_l @ m.W_out.T)
+            g_err = float(np.hypot(np.linalg.norm(m.grad_W_L - g_l), np.linalg.norm(m.grad_W_out - g_o)))
+            assert g_err <= g_tol, f"solve_resnest_prediction's gradient is off autograd's by {g_err:.3g} > {g_tol:.3g}"
+            gnorm = float(np.hypot(np.linalg.norm(g_l), np.linalg.norm(g_o)))
+            cert = certify(m.W_L, m.W_out, g_l, g_o)
+            seen.append((gnorm, cert))
+            if gnorm <= _GTOL + g_tol and cert <= tau:
+                out.append((m, value, cert))
+        if out:
+            break
+    if unverified is not None:
+        unverified.append(len(seen) - len(out))
+    if not out:
+        pytest.fail(
+            f"solve_resnest_prediction reached no verified minimiser in {len(seen)} starts (gtol {_GTOL:g}, "
+            f"certificate <= {tau:.3g}): (autograd |grad|, certificate) = "
+            + ", ".join(f"({g:.2g}, {c:.2g})" for g, c in seen)
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
 # RN-P1 / RN-T4: the landscape of (P_phi) under the squared loss
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.claim("RN-P1")
-@checked(rn_problems())
+@given(problem=rn_problems())
 def test_rn_p1_nonconvex_and_nonconcave(evidence, problem):
     """Under Assumption 1, (P_phi) has a segment whose midpoint lies above the chord and another below it.
 
@@ -175,25 +203,25 @@ def test_rn_p1_nonconvex_and_nonconcave(evidence, problem):
     # Assumption 1, checked independently of the library
     assert np.linalg.matrix_rank(v_l) == v_l.shape[1]
     assert np.linalg.norm(v_l.T @ y) > 0
-    risk = _torch_risk(pf.x_prev, v_l, y, "squared")
-    f = lambda p: float(risk(_flat(*p)))  # noqa: E731
-    floor = _floor(np.hstack(feats), y)
+    risk = ref.prediction_risk(pf.x_prev, v_l, y, "squared")
+    f = lambda p: float(risk(ref.flat(*p)))  # noqa: E731
+    fl = floor(np.hstack(feats), y)
 
     p, q = rn.nonconvexity_witness(pf, y)
     mid = tuple((a + b) / 2 for a, b in zip(p, q))
     above = f(mid) - (f(p) + f(q)) / 2
-    assert above > floor, f"midpoint {f(mid)} is not above the chord {(f(p) + f(q)) / 2}"
+    assert above > fl, f"midpoint {f(mid)} is not above the chord {(f(p) + f(q)) / 2}"
 
     p, q = rn.nonconcavity_witness(pf, y)
     mid = tuple((a + b) / 2 for a, b in zip(p, q))
     below = (f(p) + f(q)) / 2 - f(mid)
-    assert below > floor, f"midpoint {f(mid)} is not below the chord {(f(p) + f(q)) / 2}"
+    assert below > fl, f"midpoint {f(mid)} is not below the chord {(f(p) + f(q)) / 2}"
     evidence.add(above, "midpoint-above-chord gap", worst="min")
     evidence.add(below, "midpoint-below-chord gap", worst="min")
 
 
 @pytest.mark.claim("RN-T4", "RN-P1")
-@checked(rn_problems(last_width_at_least_n_out=True), st.data())
+@given(problem=rn_problems(last_width_at_least_n_out=True), data=st.data())
 def test_rn_t4_saddles_rank_deficient_with_negative_curvature(evidence, problem, data):
     """Constructed non-minimal critical points of (P_phi) have rank-deficient W_{L+1}, a negative and a positive Hessian eigenvalue.
 
@@ -212,19 +240,24 @@ def test_rn_t4_saddles_rank_deficient_with_negative_curvature(evidence, problem,
     r_max = min(y.shape[1] - 1, np.hstack(w_prev).shape[1])
     r = data.draw(st.integers(min_value=0, max_value=r_max), label="rank")
     w_l, w_o = rn.constructed_critical_point(pf, y, r)
-    risk = _torch_risk(pf.x_prev, pf.v_last, y, "squared")
-    eig = _hessian_eigs(risk, w_l, w_o)
+    risk = ref.prediction_risk(pf.x_prev, pf.v_last, y, "squared")
+    eig = ref.hessian_eigs(risk, w_l, w_o)
     hnorm = float(np.max(np.abs(eig)))
-    # Gradient and Hessian are sums over N = 40 samples of products of O(||x||) terms: their round-off
-    # is ~ N * eps * scale ~ 1e-14 * scale. 1e-10 leaves four orders of margin and still separates the
+    # Gradient and Hessian are sums over N samples of products of O(||x||) terms: their round-off is
+    # ~ N * eps * scale ~ 1e-14 * scale. 1e-10 leaves four orders of margin and still separates the
     # curvatures of order 1e-3..1 that the theorem is about.
-    g = _grad_norm(risk, w_l, w_o)
-    assert g <= 1e-10 * max(hnorm, 1.0) * max(1.0, float(np.linalg.norm(_flat(w_l, w_o)))), g
-    a_star = _lstsq_risk(np.hstack(feats), y)
-    assert float(risk(_flat(w_l, w_o))) > a_star + _features_help_floor(np.hstack(feats), y)  # not a global min
+    _, g_l, g_o = ref.value_and_grad(risk, w_l, w_o)
+    g = float(np.hypot(np.linalg.norm(g_l), np.linalg.norm(g_o)))
+    assert g <= 1e-10 * max(hnorm, 1.0) * max(1.0, float(np.linalg.norm(ref.flat(w_l, w_o)))), g
+    a_star = lstsq_risk(np.hstack(feats), y)
+    assert float(risk(ref.flat(w_l, w_o))) > a_star + _features_help_floor(np.hstack(feats), y)  # not a global min
     assert np.linalg.matrix_rank(w_o) < y.shape[1]
-    assert eig[0] < -1e-10 * hnorm, f"no negative curvature: smallest Hessian eigenvalue {eig[0]:.3g}"
-    assert eig[-1] > 1e-10 * hnorm, "a local maximum: no positive curvature"
+    # an eigenvalue of an autograd Hessian summed over N samples is exact to ~ N eps ||Hess||: the curvature
+    # must be two orders beyond that to count (ill-conditioned draws of the thorough profile reach
+    # ||Hess|| ~ 4e9 with a genuine eigenvalue -0.18, i.e. 5e3 times its round-off)
+    curvature_tol = 1e2 * y.shape[0] * EPS * hnorm
+    assert eig[0] < -curvature_tol, f"no negative curvature: smallest Hessian eigenvalue {eig[0]:.3g}"
+    assert eig[-1] > curvature_tol, "a local maximum: no positive curvature"
     evidence.add(float(eig[0]), "smallest Hessian eigenvalue (rank-deficient W_out)")
 
 
@@ -232,110 +265,185 @@ def test_rn_t4_saddles_rank_deficient_with_negative_curvature(evidence, problem,
 # RN-P2: (PA_phi) is convex, and eps >= 0 at local minimisers of (P_phi)
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.claim("RN-P2")
-@checked(st.sampled_from(rn.LOSSES).flatmap(lambda loss: st.tuples(st.just(loss), rn_problems(loss=loss))), seeds())
+@given(loss_problem=_with_loss(lambda loss: rn_problems(loss=loss)), seed=seeds())
 def test_rn_p2_pa_phi_is_convex(evidence, loss_problem, seed):
-    """The A-ResNEst risk A(H) is convex: midpoints below chords and a PSD autograd Hessian.
+    """The project's A-ResNEst risk A(H) equals eq (7), is convex (chords above midpoints, PSD autograd Hessian), and its solver returns A*.
 
     Prop. 2: "If Assumption 2 is satisfied, then the above optimization problem (PA_phi) is convex",
-    eq (7), checked for the squared and the cross-entropy loss.
+    eq (7), for the squared and the cross-entropy loss. The project's risk (``loss_value`` of
+    ``a_resnest_forward``) and gradient (``loss_and_gradient``) are compared with autograd at random H, the
+    chords are taken on the project's values, and the project's solver ``a_resnest_risk`` must return a
+    point whose autograd risk is its reported risk and which is optimal: for the squared loss its risk
+    is the lstsq closed form, for cross-entropy its autograd gradient meets the solver's tolerance and
+    its risk is the reference L-BFGS minimum (a convex problem: stationary = global).
     """
     loss, problem = loss_problem
     feats, _, _ = _setup(problem)
-    v = torch.as_tensor(np.hstack(feats))
-    y = torch.as_tensor(problem["Y"])
+    v, y = np.hstack(feats), problem["Y"]
     d, n_o = v.shape[1], y.shape[1]
+    n = y.shape[0]
+    a_torch = ref.a_risk(v, y, loss)
 
-    def a_risk(flat):
-        z = v @ flat.reshape(d, n_o)
-        if loss == "squared":
-            return ((z - y) ** 2).sum() / y.shape[0]
-        return (torch.logsumexp(z, dim=1) - (y * z).sum(dim=1)).mean()
+    def a_project(h):
+        return rn.loss_value(rn.a_resnest_forward(feats, h), y, loss)
 
     gen = rng(seed)
-    worst = np.inf
+    worst, worst_err = np.inf, 0.0
     for _ in range(5):
-        h1, h2 = (torch.as_tensor(3.0 * gen.standard_normal(d * n_o)) for _ in range(2))
-        gap = float((a_risk(h1) + a_risk(h2)) / 2 - a_risk((h1 + h2) / 2))
+        h1, h2 = (3.0 * gen.standard_normal((d, n_o)) for _ in range(2))
+        values = []
+        for h in (h1, h2, (h1 + h2) / 2):
+            got, want = a_project(h), float(a_torch(torch.as_tensor(h.ravel())))
+            assert abs(got - want) <= ref.value_tolerance(n, y, want), f"project A(H) = {got!r}, eq (7) = {want!r}"
+            worst_err = max(worst_err, abs(got - want) / max(abs(want), 1.0))
+            values.append(got)
+        # the project's gradient of the loss, chained through V, against autograd's gradient of eq (7)
+        _, gy = rn.loss_and_gradient(v @ h1, y, loss)
+        _, g_ref = ref.a_value_and_grad(v, y, loss, h1)
+        x1 = v @ h1
+        g_tol = ref.grad_tolerance(v, x1, np.eye(n_o), y, x1)
+        assert np.linalg.norm(v.T @ gy - g_ref) <= g_tol, "project loss gradient != autograd"
+        gap = (values[0] + values[1]) / 2 - values[2]
         worst = min(worst, gap)
-        # the risks are O(||V H||^2) ~ 1e2; their round-off is ~ N eps * that ~ 1e-12
-        assert gap >= -1e-10, f"midpoint above the chord by {-gap:.3g}"
-    hess = torch.autograd.functional.hessian(a_risk, torch.as_tensor(gen.standard_normal(d * n_o))).numpy()
+        # the risks are O(||V H||^2) ~ 1e2; their round-off is value_tolerance ~ 1e-11
+        assert gap >= -ref.value_tolerance(n, y, max(values)), f"midpoint above the chord by {-gap:.3g}"
+    hess = torch.autograd.functional.hessian(a_torch, torch.as_tensor(gen.standard_normal(d * n_o))).numpy()
     eig = np.linalg.eigvalsh((hess + hess.T) / 2)
     # PSD up to float64 round-off of an autograd Hessian summed over N samples (~ N eps ||Hess||)
-    assert eig[0] >= -1e2 * RN_SAMPLES * EPS * max(float(eig[-1]), 1.0), eig[0]
+    assert eig[0] >= -1e2 * n * EPS * max(float(eig[-1]), 1.0), eig[0]
+
+    # the project's (PA_phi) solver: its reported risk is its point's, and the point is a minimiser
+    sol = rn.a_resnest_risk(feats, y, loss)
+    at_sol, g_sol = ref.a_value_and_grad(v, y, loss, sol.H)
+    a_star, h_star, g_star = ref.convex_minimum(v, y, loss)
+    fl = floor(v, y)
+    # squared: the project's risk comes from moments (||Y||^2 - sum (q^T V^T Y)^2 / lambda), whose
+    # cancellation carries the cond(V) round-off of ``floor``; cross-entropy: a direct evaluation
+    tol = fl if loss == "squared" else ref.value_tolerance(n, y, at_sol)
+    assert abs(sol.risk - at_sol) <= tol, f"a_resnest_risk {sol.risk!r} != A(H) {at_sol!r}"
+    if loss == "squared":
+        # closed form: lstsq, equal up to the round-off of the two solvers (``floor``)
+        assert abs(sol.risk - a_star) <= fl, f"a_resnest_risk {sol.risk!r} != lstsq {a_star!r}"
+    else:
+        # first-order optimality at the solver's tolerance (its default gtol 1e-6; the 1e-9 covers the
+        # round-off between its gradient and autograd's, ~ N eps * ||V|| ||G||)
+        assert float(np.linalg.norm(g_sol)) <= 1e-6 + 1e-9, f"a_resnest_risk stopped at |grad A| = {np.linalg.norm(g_sol):.3g}"
+        assert g_star <= _REF_CONVERGED, f"reference solver did not converge: |grad| {g_star:.3g}"
+        # A(H_sol) - A* <= |grad A(H_sol)| |H_sol - H*| (convexity); the reverse gap is the reference's own
+        above = ref.gap_bound(v, y, loss, g_sol, sol.H, h_star)
+        assert -fl - ref.gap_bound(v, y, loss, g_star, h_star, sol.H) <= sol.risk - a_star <= above + fl, \
+            f"a_resnest_risk {sol.risk!r} vs reference minimum {a_star!r}"
+        # the project's duality-gap certificate is a valid bound on its suboptimality
+        assert sol.risk - a_star <= sol.suboptimality_bound + fl
     evidence.add(worst, "chord-midpoint gap", worst="min")
     evidence.add(float(eig[0]), "Hessian eigenvalue", worst="min")
+    evidence.add(worst_err, "|project A(H) - eq (7)| / max(A, 1)")
+    evidence.add(abs(sol.risk - a_star), "|a_resnest_risk - A*|")
 
 
 @pytest.mark.claim("RN-P2")
-@checked(st.sampled_from(rn.LOSSES).flatmap(lambda loss: st.tuples(st.just(loss), rn_problems(loss=loss))),
-       st.booleans(), seeds(), max_examples=_SOLVER_EXAMPLES)
-def test_rn_p2_eps_nonnegative_at_local_minimisers(evidence, loss_problem, bottleneck, seed):
-    """eps = R(W_L*, W_{L+1}*) - A* >= 0 at local minimisers of (P_phi) reached by L-BFGS from random starts.
+@_solver_settings
+@given(loss_problem=_with_loss(lambda loss: rn_solver_problems(loss=loss)), assumption4=st.booleans(), seed=seeds())
+def test_rn_p2_eps_nonnegative_at_local_minimisers(evidence, loss_problem, assumption4, seed):
+    """eps = R(W_L*, W_{L+1}*) - A* >= 0 at verified minimisers of (P_phi) reached by the project's solver, for any phi.
 
     Prop. 2 eq (8): eps >= 0 "for any local minimizer (W_L*, W_{L+1}*) of (P_phi) using arbitrary
-    feature finding parameters phi". A* is bounded from above by an independent reference: lstsq for
-    the squared loss, the Fenchel-dual lower bound (risk - duality gap) for cross-entropy. ``bottleneck``
-    False keeps only the first block's features (phi arbitrary: the claim needs no Assumption 4).
+    feature finding parameters phi". ``assumption4`` False replaces W_i (i < L) by P W_i with P a random
+    rank-one map, so x_{L-1} is squeezed to one direction and Assumption 4 fails (phi arbitrary).
+    Each point of the project's solver is checked (``_verified_minima``): its risk is eq (5) at the
+    point, its autograd gradient meets _GTOL, and its risk is certified to be the infimum of (P_phi), an
+    independent closed form (lstsq on z = [x_{L-1}; v_L], or the reference cross-entropy minimum). eps
+    is measured against the reference A* and compared with the project's ``epsilon_gap``.
     """
+    skipped: list[int] = []
     loss, problem = loss_problem
-    feats, _, pf = _setup(problem)
-    if not bottleneck:
-        # arbitrary phi: shrink the stream by a random projection so Assumption 4 fails
-        proj = rng(seed).standard_normal((pf.x_prev.shape[1], 1))
-        pf = rn.PredictionFeatures(pf.x_prev @ proj @ proj.T, pf.v_last)
+    feats, w_prev, _ = _setup(problem)
+    if not assumption4:
+        p = rng(seed).standard_normal((problem["M"], 1))
+        w_prev = [p @ p.T @ w for w in w_prev]
+    x_prev = sum(f @ w.T for f, w in zip(feats[:-1], w_prev))
+    pf = rn.PredictionFeatures(x_prev, feats[-1])
     y = problem["Y"]
-    v = np.hstack(feats)
-    if loss == "squared":
-        a_upper = _lstsq_risk(v, y)
-    else:
-        sol = rn.a_resnest_risk(feats, y, loss)
-        a_upper = sol.risk - sol.suboptimality_bound  # a lower bound on A*: the dual value
-    mins = rn.solve_resnest_prediction(pf, y, loss, starts=2, seed=seed, max_iter=_MAX_ITER)
-    for m in mins:
-        # no convergence needed: eps >= 0 is claimed for local minimisers, and we test it where L-BFGS stops
-        eps = m.risk - a_upper
-        assert eps >= -_floor(v, y), f"eps = {eps:.3g} < 0"
-    evidence.add(min(m.risk for m in mins) - a_upper, "eps", worst="min")
+    v, z = np.hstack(feats), np.hstack([pf.x_prev, pf.v_last])
+    a_star, h_v, g_v = ref.convex_minimum(v, y, loss)
+    p_inf, h_z, g_z = ref.convex_minimum(z, y, loss)
+    assert g_v <= _REF_CONVERGED, g_v
+    assert g_z <= _REF_CONVERGED, g_z
+    fl = floor(v, y)
+    sol, a_err = _project_a_star(feats, y, loss, h_v)
+    event(f"loss = {loss}, Assumption 4 {'holds' if assumption4 else 'fails'}")
+    worst = np.inf
+    for m, value, cert in _verified_minima(pf, y, loss, seed, _global_certify(pf, y, loss, h_z), unverified=skipped):
+        # the solver's value is the closed-form infimum of (P_phi), up to its certificate
+        assert abs(value - p_inf) <= cert + floor(z, y) + fl, f"R = {value!r} vs inf (P_phi) = {p_inf!r}"
+        eps = value - a_star
+        assert eps >= -fl, f"eps = {eps:.3g} < 0"
+        gap = rn.epsilon_gap(m.W_L, m.W_out, feats, w_prev, y, loss)
+        # the project's eps: its risk (checked) minus its A* (a_resnest_risk, checked by _project_a_star)
+        assert abs(gap.eps - eps) <= fl + a_err, f"epsilon_gap {gap.eps!r} != {eps!r}"
+        worst = min(worst, eps)
+    evidence.add(worst, "eps", worst="min")
 
 
 # ----------------------------------------------------------------------------------------------
 # RN-T1 and the bottleneck condition
 # ----------------------------------------------------------------------------------------------
+    evidence.add(sum(skipped), "solver starts not verified", worst="sum")
 @pytest.mark.claim("RN-T1")
-@checked(st.sampled_from(rn.LOSSES).flatmap(lambda loss: st.tuples(st.just(loss), rn_solver_problems(loss=loss))), seeds(),
-         max_examples=_SOLVER_EXAMPLES)
+@_solver_settings
+@given(loss_problem=_with_loss(lambda loss: rn_solver_problems(loss=loss, min_blocks=2)), seed=seeds())
 def test_rn_t1_eps_zero_at_local_minimisers(evidence, loss_problem, seed):
-    """Under the bottleneck condition, local minimisers of (P_phi) from random starts have full-rank W_{L+1} and eps ~ 0.
+    """Under the bottleneck condition, verified minimisers of (P_phi) from the project's solver have full-rank W_{L+1} and eps ~ 0, for L >= 2 and for L = 1.
 
     Thm 1: "If Assumption 2 and 3 are satisfied, then in (P_phi) under any phi such that Assumption 4
     holds: (i) every critical point with full rank W_{L+1} is a global minimum. (ii) eps = 0 for every
-    local minimizer." The tolerance is the certificate of ``epsilon_bound_from_gradient`` (the final
-    P_phi gradient norm mapped to a bound on eps) plus the round-off floor; A* is lstsq (squared) or
-    the convex solver with its duality gap (cross-entropy).
+    local minimizer." Every example draws L >= 2 blocks (where Assumption 4 needs the expansion of
+    eq (10)) and checks the net and its one-block prefix (L = 1). A point of the project's solver is
+    verified by its autograd gradient (<= _GTOL) and Theorem 1's certificate computed from that gradient
+    alone (``rn_reference.theorem1_certificate``, <= _CERTIFIED); eps is measured against the reference
+    A* (lstsq / reference L-BFGS) and must lie within the certificate; the project's ``epsilon_gap`` and
+    ``epsilon_bound_from_gradient`` must agree with it.
     """
+    skipped: list[int] = []
     loss, problem = loss_problem
-    feats, w_prev, pf = _setup(problem)
+    event(f"loss = {loss}")
+    n_blocks = len(problem["blocks"])
+    assert n_blocks >= 2
+    event(f"L = {n_blocks}")
+    evidence.add(1.0, "examples with L >= 2", worst="sum")
     y = problem["Y"]
-    b = np.hstack(w_prev)
-    assert np.linalg.matrix_rank(b) == b.shape[1]  # Assumption 4 (bottleneck condition + generic W_i)
-    assert problem["M"] >= y.shape[1]  # Assumption 3
-    v = np.hstack(feats)
-    sol = rn.a_resnest_risk(feats, y, loss)
-    a_star = _lstsq_risk(v, y) if loss == "squared" else sol.risk
-    worst = 0.0
-    for m, bound in _certified_minima(feats, w_prev, pf, y, loss, starts=3, seed=seed, a_star_solution=sol):
-        s = np.linalg.svd(m.W_out, compute_uv=False)
-        assert s[-1] > 1e-6 * s[0], "local minimiser with rank-deficient W_{L+1}"
-        eps = m.risk - a_star
-        assert abs(eps) <= bound + _floor(v, y), f"eps = {eps:.3g} exceeds the certificate {bound:.3g}"
-        worst = max(worst, abs(eps))
+    worst, worst_cert = 0.0, 0.0
+    for depth in (n_blocks, 1):
+        feats, w_prev, pf = _setup(dict(problem, blocks=problem["blocks"][:depth]))
+        b = np.hstack(w_prev)
+        assert np.linalg.matrix_rank(b) == b.shape[1]  # Assumption 4 (bottleneck condition + generic W_i)
+        assert rn.assumption4_holds(w_prev)
+        assert problem["M"] >= y.shape[1]  # Assumption 3
+        v = np.hstack(feats)
+        fl = floor(v, y)
+        a_star, h_ref, g_ref = ref.convex_minimum(v, y, loss)
+        assert g_ref <= _REF_CONVERGED, g_ref
+        sol, a_err = _project_a_star(feats, y, loss, h_ref)
+        certify = _theorem1_certify(feats, w_prev, y, loss, h_ref)
+        for m, value, cert in _verified_minima(pf, y, loss, seed, certify, unverified=skipped):
+            s = np.linalg.svd(m.W_out, compute_uv=False)
+            assert s[-1] > 1e-6 * s[0], "local minimiser with rank-deficient W_{L+1}"
+            eps = value - a_star
+            assert -fl <= eps <= cert + fl, f"eps = {eps:.3g} outside [0, certificate {cert:.3g}]"
+            gap = rn.epsilon_gap(m.W_L, m.W_out, feats, w_prev, y, loss)
+            assert abs(gap.eps - eps) <= fl + a_err, f"epsilon_gap {gap.eps!r} != {eps!r}"
+            bound = rn.epsilon_bound_from_gradient(feats, w_prev, m.W_L, m.W_out, m.grad_W_L, m.grad_W_out, loss,
+                                                   a_star=sol)
+            assert eps <= bound + fl, f"project certificate {bound:.3g} < eps {eps:.3g}"
+            worst, worst_cert = max(worst, abs(eps)), max(worst_cert, cert)
     evidence.add(worst, "|eps| at local minimisers")
+    evidence.add(worst_cert, "Theorem 1 certificate")
+    evidence.add(sum(skipped), "solver starts not verified", worst="sum")
 
 
 @pytest.mark.claim("RN-bottleneck")
-@checked(st.integers(min_value=1, max_value=6), st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=4),
-       seeds())
+@given(width=st.integers(min_value=1, max_value=6), widths=st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=4),
+       seed=seeds())
 def test_rn_bottleneck_condition_necessary_for_assumption4(evidence, width, widths, seed):
     """Assumption 4 (full column rank of [W_0..W_{L-1}]) holds for random W_i iff M >= sum_{i<L} K_i, eq (10).
 
@@ -357,38 +465,53 @@ def test_rn_bottleneck_condition_necessary_for_assumption4(evidence, width, widt
 
 
 @pytest.mark.claim("RN-bottleneck", "RN-T1", role="assumption")
-@checked(rn_problems(bottleneck=False), seeds(), max_examples=_SOLVER_EXAMPLES)
+@_solver_settings
+@given(problem=rn_solver_problems(bottleneck=False), seed=seeds())
 def test_rn_bottleneck_counterexample_local_minimum_with_positive_eps(evidence, problem, seed):
-    """Without expansion (M = N_in, L >= 2) Assumption 4 fails and local minimisers of (P_phi) have eps > 0.
+    """Without expansion (M = N_in, L >= 2) Assumption 4 fails and the project's solver reaches verified local minimisers whose project eps is > 0.
 
-    Dropping the bottleneck condition of eq (10) breaks Assumption 4 and Thm 1 (ii). The local
-    minimisers L-BFGS reaches are genuine minima: their risk matches (to the certificate) the global
-    infimum of (P_phi), the lstsq risk on z = [x_{L-1}; v_L] (every Theta = W_{L+1}[I, W_L] is reachable
-    when M >= N_o), yet they stay a clear gap above A* = lstsq risk on all features.
+    Dropping the bottleneck condition of eq (10) breaks Assumption 4 and Thm 1 (ii). The project's
+    functions of the companion check ``test_rn_t1_eps_zero_at_local_minimisers`` run unchanged:
+    ``assumption4_holds`` reports the failure, ``solve_resnest_prediction`` reaches points that are
+    verified global (hence local) minimisers of (P_phi) (autograd gradient <= _GTOL, risk certified to
+    be the closed-form infimum, lstsq on z = [x_{L-1}; v_L]: every Theta = W_{L+1}[I, W_L] is reachable
+    when M >= N_o), and at them the project's ``epsilon_gap`` -- 0 under Thm 1 -- stays a clear gap above
+    0 and equals the independent lstsq difference; ``epsilon_bound_from_gradient`` refuses to certify.
     """
+    skipped: list[int] = []
     feats, w_prev, pf = _setup(problem)
     y = problem["Y"]
     b = np.hstack(w_prev)
     assert np.linalg.matrix_rank(b) < b.shape[1]  # Assumption 4 fails
-    v = np.hstack(feats)
-    a_star = _lstsq_risk(v, y)
-    p_inf = _lstsq_risk(np.hstack([pf.x_prev, pf.v_last]), y)
-    floor = _floor(v, y)
+    assert not rn.assumption4_holds(w_prev)
+    assert not rn.bottleneck_condition_holds(problem["M"], [w.shape[1] for w in w_prev])
+    v, z = np.hstack(feats), np.hstack([pf.x_prev, pf.v_last])
+    a_star, p_inf = lstsq_risk(v, y), lstsq_risk(z, y)
+    _, h_z, _ = ref.convex_minimum(z, y, "squared")
+    fl = floor(v, y)
+    open_gap = 10 * _CERTIFIED * target_scale(y)
+    # a counterexample needs an instance where dropping Assumption 4 opens a gap an order above the
+    # certificate threshold; which draws qualify is decided from the independent lstsq values alone,
+    # before any project output is seen (hypothesis fails the run if too many draws are discarded)
+    assume(p_inf - a_star > open_gap)
     gaps = []
-    # the global minimiser of (P_phi) is a local minimiser; its eps is p_inf - A*
-    assert p_inf - a_star > _features_help_floor(v, y), f"eps = {p_inf - a_star:.3g} is not > 0"
-    for m in rn.solve_resnest_prediction(pf, y, starts=2, seed=seed, max_iter=_MAX_ITER):
-        assert m.risk >= p_inf - floor
-        gaps.append(m.risk - a_star)
-        assert m.risk - a_star > _features_help_floor(v, y), f"eps = {m.risk - a_star:.3g} is not > 0"
-    evidence.add(min(gaps), "eps at local minimisers (Assumption 4 broken)", worst="min")
+    for m, value, cert in _verified_minima(pf, y, "squared", seed, _global_certify(pf, y, "squared", h_z),
+                                           unverified=skipped):
+        assert abs(value - p_inf) <= cert + floor(z, y) + fl, f"R = {value!r} vs inf (P_phi) = {p_inf!r}"
+        gap = rn.epsilon_gap(m.W_L, m.W_out, feats, w_prev, y)
+        assert abs(gap.eps - (value - a_star)) <= fl, f"epsilon_gap {gap.eps!r} != lstsq difference {value - a_star!r}"
+        assert gap.eps > open_gap, f"eps = {gap.eps:.3g} at a local minimiser is not > {open_gap:.3g}"
+        assert rn.epsilon_bound_from_gradient(feats, w_prev, m.W_L, m.W_out, m.grad_W_L, m.grad_W_out) == np.inf
+        gaps.append(gap.eps)
+    evidence.add(min(gaps) / target_scale(y), "eps / mean||y||^2 at local minimisers (Assumption 4 broken)", worst="min")
 
 
 # ----------------------------------------------------------------------------------------------
 # RN-R2 (Remark 2, Cor. 2), RN-C3, RN-unpredictable
 # ----------------------------------------------------------------------------------------------
+    evidence.add(sum(skipped), "solver starts not verified", worst="sum")
 @pytest.mark.claim("RN-R2")
-@checked(rn_problems(min_blocks=2))
+@given(problem=rn_problems(min_blocks=2))
 def test_rn_r2_risk_curve_nonincreasing(evidence, problem):
     """The per-block A-ResNEst risk A(H_0*..H_i*, 0..0) is non-increasing in i and equals the linear-prediction risk of x_i.
 
@@ -401,52 +524,62 @@ def test_rn_r2_risk_curve_nonincreasing(evidence, problem):
     feats, stream = rn.resnest_residuals(problem["x"], problem["blocks"], problem["W0"])
     y = problem["Y"]
     curve = rn.a_resnest_risk_curve(feats, y)
-    floor = _floor(np.hstack(feats), y)
-    ref = [_lstsq_risk(np.hstack(feats[: i + 1]), y) for i in range(len(feats))]
-    np.testing.assert_allclose(curve, ref, rtol=0, atol=floor)
-    assert np.all(np.diff(curve) <= floor), f"risk curve increases: {curve}"
+    fl = floor(np.hstack(feats), y)
+    want = [lstsq_risk(np.hstack(feats[: i + 1]), y) for i in range(len(feats))]
+    np.testing.assert_allclose(curve, want, rtol=0, atol=fl)
+    assert np.all(np.diff(curve) <= fl), f"risk curve increases: {curve}"
     for i in range(len(feats) - 1):
         x_i = stream[i]
-        assert abs(_lstsq_risk(x_i, y) - curve[i]) <= floor
-        assert _lstsq_risk(x_i, y) <= _lstsq_risk(problem["x"], y) + floor
+        assert abs(lstsq_risk(x_i, y) - curve[i]) <= fl
+        assert lstsq_risk(x_i, y) <= lstsq_risk(problem["x"], y) + fl
     evidence.add(float(np.max(np.diff(curve))), "step of the risk curve")
 
 
 @pytest.mark.claim("RN-R2")
-@checked(rn_solver_problems(min_blocks=2), st.data(), seeds(), max_examples=_SOLVER_EXAMPLES)
+@_solver_settings
+@given(problem=rn_solver_problems(min_blocks=2), data=st.data(), seed=seeds())
 def test_rn_r2_deeper_resnest_no_worse(evidence, problem, data, seed):
     """A ResNEst extended by more blocks reaches local minima no worse than its shallower prefix.
 
     Cor. 2: "Any local minimum of (P_alpha) is smaller than or equal to any local minimum of (P_beta)
     under Assumption 4 ... L_alpha > L_beta", read with alpha extending beta (the same symbols
-    {W_{i-1}, theta_i} in both: beta's blocks are alpha's first L_beta blocks). Tolerance: alpha's
-    Thm 1 certificate plus round-off.
+    {W_{i-1}, theta_i} in both: beta's blocks are alpha's first L_beta blocks). Both nets' minima come
+    from the project's solver and are verified (``_verified_minima``, Theorem 1's certificate).
+    Tolerance: alpha's certificate plus round-off.
     """
-    x, y, w0, blocks = problem["x"], problem["Y"], problem["W0"], problem["blocks"]
+    skipped: list[int] = []
+    y, blocks = problem["Y"], problem["blocks"]
     l_beta = data.draw(st.integers(min_value=1, max_value=len(blocks) - 1), label="L_beta")
     feats_a, w_prev_a, pf_a = _setup(problem)
-    pf_b = rn.prediction_features(x, blocks[:l_beta], w0)
+    feats_b, w_prev_b, pf_b = _setup(dict(problem, blocks=blocks[:l_beta]))
     v = np.hstack(feats_a)
-    shallow = min(m.risk for m in rn.solve_resnest_prediction(pf_b, y, starts=2, seed=seed, max_iter=_MAX_ITER))
+    certify_b = _theorem1_certify(feats_b, w_prev_b, y, "squared", None)
+    shallow = min(value for _, value, _ in _verified_minima(pf_b, y, "squared", seed, certify_b, unverified=skipped))
     margin = np.inf
-    for m, bound in _certified_minima(feats_a, w_prev_a, pf_a, y, starts=2, seed=seed + 1):
-        assert m.risk <= shallow + bound + _floor(v, y), f"deeper {m.risk:.6g} > shallower {shallow:.6g}"
-        margin = min(margin, shallow - m.risk)
+    certify_a = _theorem1_certify(feats_a, w_prev_a, y, "squared", None)
+    for m, value, cert in _verified_minima(pf_a, y, "squared", seed + 1, certify_a, unverified=skipped):
+        assert value <= shallow + cert + floor(v, y), f"deeper {value:.6g} > shallower {shallow:.6g}"
+        margin = min(margin, shallow - value)
     evidence.add(margin, "shallower - deeper risk", worst="min")
+    evidence.add(sum(skipped), "solver starts not verified", worst="sum")
 
 
 @pytest.mark.claim("RN-R2", role="assumption")
-@checked(seeds(), max_examples=_SOLVER_EXAMPLES)
+@_solver_settings
+@given(seed=seeds())
 def test_rn_r2_unrelated_shallower_net_can_win(evidence, seed):
-    """Cor. 2 needs the deeper net to extend the shallower one: an unrelated shallow net can beat it.
+    """Cor. 2 needs the deeper net to extend the shallower one: an unrelated shallow net's verified minima beat the deeper net's.
 
     Read literally ("for any alpha and beta"), Cor. 2 would compare nets with unrelated feature
     weights; with targets that are an exact linear function of beta's features (one steep ReLU
     block, no expansion needed since L = 1), beta's local minima reach risk ~0 (Thm 1) while a deeper
-    net alpha (2 tanh blocks, its own random weights, bottleneck condition met) cannot.
+    net alpha (2 tanh blocks, its own random weights, bottleneck condition met) cannot: its A* (lstsq)
+    is already above. Both nets' minima come from the project's solver, verified as in the companion
+    check ``test_rn_r2_deeper_resnest_no_worse``.
     """
+    skipped: list[int] = []
     gen = rng(seed)
-    x = gen.standard_normal((RN_SAMPLES, 2))
+    x = gen.standard_normal((rn_sizes()["samples"], 2))
     # beta: one ReLU block with steep weights, so its features have kinks no tanh features reproduce
     g = rn.random_feature_map(gen, 2, 2, act="relu")
     g = rn.FeatureMap(tuple((3.0 * a, b) for a, b in g.layers), "relu")
@@ -455,58 +588,88 @@ def test_rn_r2_unrelated_shallower_net_can_win(evidence, seed):
     pf_b = rn.prediction_features(x, blocks_b)
     y = np.hstack(feats_b) @ gen.standard_normal((np.hstack(feats_b).shape[1], 1))
     w0_a, blocks_a = rn.random_resnest(gen, 2, 4, [2, 2], act="tanh")
-    pf_a = rn.prediction_features(x, blocks_a, w0_a)
-    r_b = min(m.risk for m in rn.solve_resnest_prediction(pf_b, y, starts=2, seed=seed, max_iter=_MAX_ITER))
-    r_a = min(m.risk for m in rn.solve_resnest_prediction(pf_a, y, starts=2, seed=seed, max_iter=_MAX_ITER))
+    # both nets within float64 L-BFGS's reach (``rn_solver_problems``' conditioning, read off the problem
+    # only): e.g. alpha's tanh features can be nearly collinear (cond(V) ~ 5e3)
+    assume(rn_well_conditioned(dict(x=x, Y=y, W0=np.eye(2), blocks=blocks_b))
+           and rn_well_conditioned(dict(x=x, Y=y, W0=w0_a, blocks=blocks_a)))
+    feats_a, w_prev_a, pf_a = _setup(dict(x=x, Y=y, W0=w0_a, blocks=blocks_a))
+    r_b = min(value for _, value, _ in _verified_minima(
+        pf_b, y, "squared", seed, _theorem1_certify(feats_b, [np.eye(2)], y, "squared", None), unverified=skipped))
+    r_a = min(value for _, value, _ in _verified_minima(
+        pf_a, y, "squared", seed, _theorem1_certify(feats_a, w_prev_a, y, "squared", None), unverified=skipped))
     margin = _features_help_floor(np.hstack(feats_b), y)
     assert r_b <= margin, f"beta did not fit its own features: {r_b:.3g}"
+    assert lstsq_risk(np.hstack(feats_a), y) > r_b + margin, "alpha's features happen to span beta's"
     assert r_a > r_b + margin, f"deeper unrelated net {r_a:.3g} not worse than shallow {r_b:.3g}"
     evidence.add(r_a - r_b, "deeper-unrelated - shallow risk", worst="min")
+    evidence.add(sum(skipped), "solver starts not verified", worst="sum")
 
 
 @pytest.mark.claim("RN-C3")
-@checked(rn_solver_problems(), seeds(), max_examples=_SOLVER_EXAMPLES)
+@_solver_settings
+@given(problem=rn_solver_problems(), seed=seeds())
 def test_rn_c3_local_minima_beat_best_linear_predictor(evidence, problem, seed):
-    """Local minimisers of (P_phi) under Assumptions 2-4 are no worse than the best linear predictor on x, strictly when the features help.
+    """Verified local minimisers of (P_phi) under Assumptions 2-4 are no worse than the project's best linear predictor, strictly when the features help.
 
     Cor. 3 eq (11): R(local min) <= min_A (1/N) sum l(A x^n, y^n), and "(ii) the above inequality is
-    strict if A(H_0*, 0, ..., 0) > A(H_0*, ..., H_L*)". The best linear risk is lstsq on x.
+    strict if A(H_0*, 0, ..., 0) > A(H_0*, ..., H_L*)". The right-hand side is the project's
+    ``best_linear_risk`` on x, checked against lstsq; the minimisers come from the project's solver,
+    verified by Theorem 1's certificate (``_verified_minima``).
     """
+    skipped: list[int] = []
     feats, w_prev, pf = _setup(problem)
-    y = problem["Y"]
+    y, x = problem["Y"], problem["x"]
     v = np.hstack(feats)
-    linear = _lstsq_risk(problem["x"], y)
-    helps = linear - _lstsq_risk(v, y)
+    linear = rn.best_linear_risk(x, y)[0]
+    assert abs(linear - lstsq_risk(x, y)) <= floor(x, y), f"best_linear_risk {linear!r} != lstsq"
+    helps = linear - lstsq_risk(v, y)
     assert helps > _features_help_floor(v, y)  # random tanh features help generically
     margin = np.inf
-    for m, bound in _certified_minima(feats, w_prev, pf, y, starts=2, seed=seed):
-        assert m.risk <= linear + bound + _floor(v, y)
-        assert m.risk < linear, f"not strict: {m.risk:.6g} vs linear {linear:.6g} with gain {helps:.3g}"
-        margin = min(margin, linear - m.risk)
+    for m, value, cert in _verified_minima(pf, y, "squared", seed, _theorem1_certify(feats, w_prev, y, "squared", None),
+                                           unverified=skipped):
+        assert value <= linear + cert + floor(v, y)
+        assert value < linear, f"not strict: {value:.6g} vs linear {linear:.6g} with gain {helps:.3g}"
+        margin = min(margin, linear - value)
     evidence.add(margin, "best-linear - local-min risk", worst="min")
+    evidence.add(sum(skipped), "solver starts not verified", worst="sum")
 
 
 @pytest.mark.claim("RN-C3", role="assumption")
-@checked(seeds())
+@_solver_settings
+@given(seed=seeds())
 def test_rn_c3_fails_without_assumption4(evidence, seed):
-    """A ResNEst whose expansion W_0 narrows the input (M = 1 < N_in = 3) has local minima worse than the best linear predictor.
+    """A ResNEst whose expansion W_0 narrows the input (M = 2 < N_in = 3): the project's solver reaches verified local minima worse than the project's best linear predictor.
 
-    Cor. 3 needs Assumption 4: with B = W_0 of shape (1, 3) it fails, and for targets linear in x the
-    best linear predictor is near-perfect while every predictor through the 1-D stream is not.
+    Cor. 3 needs Assumption 4: with B = W_0 of shape (2, 3) it fails, and for targets linear in x the
+    best linear predictor is near-perfect while every predictor through the 2-D stream (and its
+    features) misses the direction of x that W_0 drops. (M = 2 > N_o = 1 keeps W_{L+1} free to turn:
+    with M = N_o = 1 half the random starts slide into the valley W_{L+1} -> 0, ||W_L|| -> inf.) The
+    functions of the companion check ``test_rn_c3_local_minima_beat_best_linear_predictor`` run unchanged:
+    ``best_linear_risk`` (checked against lstsq) and ``solve_resnest_prediction``, whose points are
+    verified global (hence local) minimisers of (P_phi): risk certified to be the closed-form infimum,
+    lstsq on z = [x_0; v_1].
     """
+    skipped: list[int] = []
     gen = rng(seed)
-    x = gen.standard_normal((RN_SAMPLES, 3))
-    y = x @ gen.standard_normal((3, 1)) + 0.05 * gen.standard_normal((RN_SAMPLES, 1))
-    w0, blocks = rn.random_resnest(gen, 3, 1, [2], act="tanh")
+    n = rn_sizes()["samples"]
+    x = gen.standard_normal((n, 3))
+    y = x @ gen.standard_normal((3, 1)) + 0.05 * gen.standard_normal((n, 1))
+    w0, blocks = rn.random_resnest(gen, 3, 2, [2], act="tanh")
     assert np.linalg.matrix_rank(w0) < w0.shape[1]
+    assert not rn.assumption4_holds([w0])
     pf = rn.prediction_features(x, blocks, w0)
-    linear = _lstsq_risk(x, y)
-    # the global infimum of (P_phi) is the lstsq risk on [x_0, v_1]; every local minimum is above it
-    p_inf = _lstsq_risk(np.hstack([pf.x_prev, pf.v_last]), y)
-    risks = [m.risk for m in rn.solve_resnest_prediction(pf, y, starts=2, seed=seed, max_iter=_MAX_ITER)]
-    assert min(risks) >= p_inf - _floor(x, y)
-    assert p_inf > linear + _features_help_floor(x, y), f"{p_inf:.3g} vs linear {linear:.3g}"
+    z = np.hstack([pf.x_prev, pf.v_last])
+    linear = rn.best_linear_risk(x, y)[0]
+    assert abs(linear - lstsq_risk(x, y)) <= floor(x, y), f"best_linear_risk {linear!r} != lstsq"
+    p_inf, h_z, _ = ref.convex_minimum(z, y, "squared")
+    risks = []
+    for m, value, cert in _verified_minima(pf, y, "squared", seed, _global_certify(pf, y, "squared", h_z),
+                                           unverified=skipped):
+        assert abs(value - p_inf) <= cert + floor(z, y), f"R = {value!r} vs inf (P_phi) = {p_inf!r}"
+        assert value > linear + _features_help_floor(x, y), f"local min {value:.3g} is not above linear {linear:.3g}"
+        risks.append(value)
     evidence.add(min(risks) - linear, "local-min - best-linear risk", worst="min")
+    evidence.add(sum(skipped), "solver starts not verified", worst="sum")
 
 
 def _block(gen, width, k, act, zero_bias=False):
@@ -517,7 +680,7 @@ def _block(gen, width, k, act, zero_bias=False):
 
 
 @pytest.mark.claim("RN-unpredictable")
-@checked(rn_problems(max_blocks=2), st.integers(min_value=1, max_value=2), seeds())
+@given(problem=rn_problems(max_blocks=2), k_new=st.integers(min_value=1, max_value=2), seed=seeds())
 def test_rn_unpredictable_linear_block_adds_nothing_nonlinear_block_helps(evidence, problem, k_new, seed):
     """A block whose features are a linear function of earlier features leaves A* unchanged; a tanh block strictly lowers it.
 
@@ -529,14 +692,14 @@ def test_rn_unpredictable_linear_block_adds_nothing_nonlinear_block_helps(eviden
     x, y, w0, blocks = problem["x"], problem["Y"], problem["W0"], problem["blocks"]
     gen = rng(seed)
     width = problem["M"]
-    before = _lstsq_risk(np.hstack(rn.resnest_features(x, blocks, w0)), y)
+    before = lstsq_risk(np.hstack(rn.resnest_features(x, blocks, w0)), y)
     lin = rn.resnest_features(x, [*blocks, _block(gen, width, k_new, "linear", zero_bias=True)], w0)
     non = rn.resnest_features(x, [*blocks, _block(gen, width, k_new, "tanh")], w0)
-    floor = _floor(np.hstack(non), y)
-    gain_lin = before - _lstsq_risk(np.hstack(lin), y)
-    gain_non = before - _lstsq_risk(np.hstack(non), y)
-    assert abs(gain_lin) <= floor, f"a linearly predictable block changed A* by {gain_lin:.3g}"
-    assert gain_non > 1e3 * floor, f"a nonlinear block did not strictly improve A* (gain {gain_non:.3g})"
+    fl = floor(np.hstack(non), y)
+    gain_lin = before - lstsq_risk(np.hstack(lin), y)
+    gain_non = before - lstsq_risk(np.hstack(non), y)
+    assert abs(gain_lin) <= fl, f"a linearly predictable block changed A* by {gain_lin:.3g}"
+    assert gain_non > 1e3 * fl, f"a nonlinear block did not strictly improve A* (gain {gain_non:.3g})"
     evidence.add(abs(gain_lin), "|linear block gain|")
     evidence.add(gain_non, "tanh block gain", worst="min")
 
@@ -546,17 +709,20 @@ def test_rn_unpredictable_linear_block_adds_nothing_nonlinear_block_helps(eviden
 # ----------------------------------------------------------------------------------------------
 @st.composite
 def _densenests(draw):
+    size = rn_sizes()
     gen = rng(draw(seeds()))
-    n_in = draw(st.integers(min_value=1, max_value=2))
-    ks = draw(st.lists(st.integers(min_value=1, max_value=2), min_size=1, max_size=2))
-    n_out = draw(st.integers(min_value=1, max_value=2))
+    n_in = draw(st.integers(min_value=1, max_value=size["max_in"]))
+    ks = draw(st.lists(st.integers(min_value=1, max_value=size["max_feature"]), min_size=1,
+                       max_size=size["max_blocks"] - 1))
+    n_out = draw(st.integers(min_value=1, max_value=size["max_n_out"] - 1))
     maps, seen = [], n_in
     for k in ks:
         maps.append(rn.random_feature_map(gen, seen, k, act="tanh"))
         seen += k
     w_out = gen.standard_normal((n_out, seen)) / np.sqrt(seen)
-    x = gen.standard_normal((RN_SAMPLES, n_in))
-    return dict(maps=maps, W_out=w_out, x=x, Y=gen.standard_normal((RN_SAMPLES, n_out)), n_in=n_in, seed=gen.integers(2**31))
+    n = size["samples"]
+    x = gen.standard_normal((n, n_in))
+    return dict(maps=maps, W_out=w_out, x=x, Y=gen.standard_normal((n, n_out)), n_in=n_in, seed=gen.integers(2**31))
 
 
 def _dense_params(maps, w_out):
@@ -565,7 +731,8 @@ def _dense_params(maps, w_out):
 
 
 @pytest.mark.claim("RN-P3")
-@checked(_densenests(), max_examples=10)
+@settings(max_examples=max(2, settings().max_examples * 2 // 5))
+@given(dense=_densenests())
 def test_rn_p3_densenest_local_minima_beat_best_linear(evidence, dense):
     """DenseNEsts trained in all weights (L-BFGS) end no worse than the best linear predictor, with no width condition.
 
@@ -606,25 +773,28 @@ def test_rn_p3_densenest_local_minima_beat_best_linear(evidence, dense):
     v = features().detach().numpy()
     lam = np.linalg.eigvalsh(v.T @ v)
     lam_plus = lam[lam > max(v.shape) * EPS * lam[-1]][0]
-    pl = float(g_out.norm()) ** 2 * RN_SAMPLES / (4 * lam_plus)  # (PL for the W_{L+1} least squares)
-    linear = _lstsq_risk(x, y)
+    pl = float(g_out.norm()) ** 2 * x.shape[0] / (4 * lam_plus)  # (PL for the W_{L+1} least squares)
+    linear = lstsq_risk(x, y)
     r = float(r.detach())
-    assert r <= linear + pl + _floor(v, y), f"DenseNEst {r:.6g} > best linear {linear:.6g}"
+    assert r <= linear + pl + floor(v, y), f"DenseNEst {r:.6g} > best linear {linear:.6g}"
     evidence.add(linear - r, "best-linear - DenseNEst risk", worst="min")
 
 
 @pytest.mark.claim("RN-P4")
-@checked(_densenests(), max_examples=_SOLVER_EXAMPLES)
+@_solver_settings
+@given(dense=_densenests())
 def test_rn_p4_densenest_equals_wide_resnest_with_zero_eps(evidence, dense):
-    """The Prop. 4 wide ResNEst reproduces the DenseNEst on fresh inputs, satisfies Assumption 4, and has eps ~ 0 at local minima.
+    """The Prop. 4 wide ResNEst reproduces the DenseNEst on fresh inputs, satisfies Assumption 4, and has eps ~ 0 at verified local minima.
 
     Prop. 4: "Given any L-block DenseNEst, there exists a wide L-ResNEst with bottleneck residual
     blocks such that y_ResNEst(x) = y_DenseNEst(x) for all x and eps = 0 for all local minima." Outputs
-    compared on new Gaussian inputs; ranks by matrix_rank; eps by lstsq with the Thm 1 certificate.
+    compared on new Gaussian inputs; ranks by matrix_rank; eps by lstsq at minimisers of the project's
+    solver verified by Theorem 1's certificate (``_verified_minima``).
     """
+    skipped: list[int] = []
     maps, w_d, n_in = dense["maps"], dense["W_out"], dense["n_in"]
     w0, blocks, w_out = rn.densenest_to_resnest(maps, w_d, n_in)
-    x_new = rng(int(dense["seed"])).standard_normal((RN_SAMPLES, n_in)) * 2.0
+    x_new = rng(int(dense["seed"])).standard_normal((dense["x"].shape[0], n_in)) * 2.0
     y_d = rn.densenest_forward(x_new, maps, w_d)
     y_r = rn.resnest_forward(x_new, blocks, w_out, w0)
     # the same floating-point operations on zero-padded matrices: agreement to a few ulps of the output
@@ -634,13 +804,18 @@ def test_rn_p4_densenest_equals_wide_resnest_with_zero_eps(evidence, dense):
     assert np.linalg.matrix_rank(b) == b.shape[1]  # Assumption 4
     assert w_out.shape[1] >= w_out.shape[0]  # Assumption 3
     x, y = dense["x"], dense["Y"]
+    # eps at local minima needs minima within float64 L-BFGS's reach: ``rn_solver_problems``' conditioning,
+    # read off the problem only (wide DenseNEsts can have nearly collinear features, cond ~ 4e4)
+    assume(rn_well_conditioned(dict(x=x, Y=y, W0=w0, blocks=blocks)))
     feats, stream = rn.resnest_residuals(x, blocks, w0)
     v = np.hstack(feats)
-    a_star = _lstsq_risk(v, y)
+    a_star = lstsq_risk(v, y)
     pf = rn.PredictionFeatures(stream[-2], feats[-1])
     worst = 0.0
-    for m, bound in _certified_minima(feats, w_prev, pf, y, starts=2, seed=int(dense["seed"]) % 1000):
-        assert abs(m.risk - a_star) <= bound + _floor(v, y)
-        worst = max(worst, abs(m.risk - a_star))
+    certify = _theorem1_certify(feats, w_prev, y, "squared", None)
+    for m, value, cert in _verified_minima(pf, y, "squared", int(dense["seed"]) % 1000, certify, unverified=skipped):
+        assert abs(value - a_star) <= cert + floor(v, y)
+        worst = max(worst, abs(value - a_star))
     evidence.add(float(np.max(np.abs(y_r - y_d))), "|y_ResNEst - y_DenseNEst|")
     evidence.add(worst, "|eps|")
+    evidence.add(sum(skipped), "solver starts not verified", worst="sum")

@@ -53,7 +53,10 @@ def lbfgs_minimize(fun, x0, gtol: float, max_iter: int, project=None, chunk: int
     """Minimise ``fun(x) -> (value, gradient)`` by L-BFGS-B until ||grad||_2 <= gtol, in chunks of ``chunk`` iterations; between chunks the point
     is passed through ``project`` (an objective-preserving map, see ``solve_resnest_prediction``) and
     the curvature memory is reset, which also un-sticks line searches that stall on float64 function
-    values. Returns (x, iterations)."""
+    values. A point that meets gtol is projected too, and accepted only if its projection still meets
+    gtol: the projection keeps the objective but not the gradient, so a point that is near-critical
+    only because it drifted along a flat direction (e.g. ||W_L|| ~ 1e3 in null(W_{L+1}), where the
+    curvature explodes and L-BFGS's steps vanish) is not returned as converged. Returns (x, iterations)."""
     x, nit = x0, 0
     opts = {"maxiter": chunk, "gtol": gtol / np.sqrt(x0.size), "ftol": 0.0, "maxcor": 30}
     stalls = 0
@@ -61,7 +64,13 @@ def lbfgs_minimize(fun, x0, gtol: float, max_iter: int, project=None, chunk: int
         res = minimize(fun, x, jac=True, method="L-BFGS-B", options=opts)
         x, nit = res.x, nit + max(int(res.nit), 1)
         if np.linalg.norm(fun(x)[1]) <= gtol:
-            break
+            if project is None:
+                break
+            x = project(x)
+            if np.linalg.norm(fun(x)[1]) <= gtol:
+                break
+            stalls = 0
+            continue
         stalls = stalls + 1 if res.nit < chunk else 0
         if stalls >= _RESTARTS:
             break

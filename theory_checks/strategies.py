@@ -179,25 +179,26 @@ def rn_sizes() -> dict:
 @st.composite
 def rn_problems(draw, *, bottleneck: bool = True, min_blocks: int = 1, max_blocks: int | None = None,
                 loss: str = "squared", last_width_at_least_n_out: bool = False, max_n_out: int | None = None,
-                planted: bool = False):
+                planted: bool = False, out_margin: int = 0):
     """dict(x, Y, W0, blocks, M, n_out): the residual width M is >= sum_{i<L} K_i (eq (10)) when
     ``bottleneck``, else M = N_in (no expansion, L >= 2 so the condition fails). Sizes: ``rn_sizes``
-    (``max_blocks`` / ``max_n_out`` default to the profile's)."""
+    (``max_blocks`` / ``max_n_out`` default to the profile's). M >= N_o + ``out_margin`` (Assumption 3
+    is M >= N_o)."""
     size = rn_sizes()
     max_blocks = size["max_blocks"] if max_blocks is None else max_blocks
     max_n_out = size["max_n_out"] if max_n_out is None else max_n_out
-    n_in = draw(dims(1, size["max_in"]))
+    n_in = draw(dims(1 + (0 if bottleneck else out_margin), max(size["max_in"], 1 + out_margin)))
     n_blocks = draw(st.integers(min_value=max(min_blocks, 1 if bottleneck else 2), max_value=max(max_blocks, min_blocks)))
     n_out = draw(st.integers(min_value=1 if loss == "squared" else 2, max_value=max(max_n_out, 2)))
     widths = [draw(st.integers(min_value=1, max_value=size["max_feature"])) for _ in range(n_blocks)]
     if last_width_at_least_n_out:
         widths[-1] = max(widths[-1], n_out)
     if bottleneck:
-        width = max(n_in + sum(widths[:-1]) + draw(st.integers(min_value=0, max_value=1)), n_out)
+        width = max(n_in + sum(widths[:-1]) + draw(st.integers(min_value=0, max_value=1)), n_out + out_margin)
     else:
         width = n_in
         # keep Assumption 3 (M >= N_o) so only Assumption 4 is dropped; squared loss only here
-        n_out = min(n_out, width)
+        n_out = min(n_out, width - out_margin)
     gen = rng(draw(seeds()))
     w0, blocks = random_resnest(gen, n_in, width, widths, act="tanh")
     n = size["samples"]
@@ -238,6 +239,16 @@ def _rn_well_conditioned(problem, max_coef: float = 30.0, min_out_sv: float = 0.
     sv = np.linalg.svd(v, compute_uv=False)
     if not (float(np.linalg.norm(h, 2)) <= max_coef and sv[-1] >= 1e-2 * sv[0]):
         return False
+    # the (P_phi) design z = [x_{L-1}; v_L] too: x_{L-1} = U B^T adds the conditioning of B = [W_0..W_{L-1}]
+    # (a thorough-profile cross-entropy draw with cond(z) ~ 3e3 stalled every start at |grad| ~ 1e-3)
+    x, blocks, w0 = problem["x"], problem["blocks"], problem["W0"]
+    feats = resnest_features(x, blocks, w0)
+    x_prev = sum(f @ w.T for f, w in zip(feats[:-1], [w0] + [b.W for b in blocks[:-1]]))
+    z = np.hstack([x_prev, feats[-1]])
+    sz = np.linalg.svd(z, compute_uv=False)
+    sz = sz[sz > max(z.shape) * np.finfo(np.float64).eps * sz[0]]  # zero padding (Prop. 4's nets) is no harm
+    if sz[-1] < 1e-3 * sz[0]:
+        return False
     if problem.get("loss", "squared") != "squared":
         # cross-entropy fixes W_{L+1} only up to a shift 1 c^T (softmax ignores it): no unique optimum
         return True
@@ -258,16 +269,24 @@ def rn_well_conditioned(problem) -> bool:
 
 def rn_solver_problems(**kwargs):
     """``rn_problems`` with planted targets, best A-ResNEst coefficients ||H*||_2 <= 30, features
-    V = [v_0..v_L] with condition number <= 100, and (squared loss) a (P_phi) optimum with
+    V = [v_0..v_L] with condition number <= 100, z = [x_{L-1}; v_L] with condition number (over its nonzero singular values) <= 1e3, and
+    (squared loss) a (P_phi) optimum with
     s_min(W_{L+1}) >= 0.05 (relative to max(s_max, 1)) and least-norm ||W_L||_2 <= 30
-    (``_rn_well_conditioned``).
+    (``_rn_well_conditioned``), and M > N_o (``out_margin=1``).
 
     The (P_phi) minimiser then has a moderate, well-conditioned W_{L+1}. On nearly collinear features
     (cond(V) ~ 1e3), or when the optimum's W_{L+1} is nearly singular, L-BFGS from random starts often
     stalls with gradient ~1e-7 at points where W_{L+1} is nearly rank-deficient (s_min ~ 1e-2),
     ||W_L|| ~ 1e2..1e3 and eps ~ 1e-3..1e-2: not critical points (the certificate says so), so no
     evidence against Thm 1, but out of reach of a float64 check. The filter reads the problem only
-    (never a solver's output), so it cannot hide a spurious local minimum."""
+    (never a solver's output), so it cannot hide a spurious local minimum.
+
+    M > N_o: with a square W_{L+1}, (P_phi) splits into the components det W_{L+1} > 0 and < 0, separated
+    by the singular matrices; the one without the minimiser has its infimum on that boundary
+    (W_{L+1} -> singular, ||W_L|| -> inf), and in the thorough profile all of 30 random starts of the
+    project's solver ended there on some draws. The M = N_o case of Thm 1 is thus not exercised by the
+    solver checks."""
+    kwargs.setdefault("out_margin", 1)
     return rn_problems(planted=True, **kwargs).filter(_rn_well_conditioned)
 
 

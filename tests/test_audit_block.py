@@ -5,15 +5,16 @@ import json
 import textwrap
 
 import pytest
+import torch
 
-from experiments.audit.block import CHECKS, audit_block, load_spec
+from experiments.audit.block import CHECKS, BlockAuditResult, audit_block, load_spec
 from experiments.cli import main
 
 BLOCK = '''
 from torch import nn
 
 
-class WideConv(nn.Module):
+class Plain(nn.Module):
     def __init__(self, in_channels, out_channels, stride):
         super().__init__()
         self.body = nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU(),
@@ -25,6 +26,12 @@ class WideConv(nn.Module):
         return self.shortcut(x) + self.body(x)
 
 
+class WideConv(Plain):
+    def forward_with_feature(self, x):  # ResNEst-shaped: (x_next, v), v the residual branch
+        v = self.body(x)
+        return self.shortcut(x) + v, v
+
+
 class Flat(nn.Module):
     def __init__(self, in_channels, out_channels, stride):
         super().__init__()
@@ -32,6 +39,15 @@ class Flat(nn.Module):
 
     def forward(self, x):
         return self.conv(x)
+
+
+def tiny_model(num_classes=10, width=4, in_channels=3):
+    return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(width, num_classes))
+
+
+def wrong_head(num_classes=10):
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, num_classes + 1))
 '''
 
 SPEC = '''
@@ -46,6 +62,12 @@ id = "MY-acc"
 statement = "any accuracy"
 check = "accuracy"
 region = [-100, "inf"]
+
+[[claims]]
+id = "MY-gap"
+statement = "any risk gap"
+check = "risk_gap"
+region = ["-inf", "inf"]
 '''
 
 
@@ -61,26 +83,68 @@ def test_one_call_gives_every_check_and_a_verdict_per_claim_and_a_second_trains_
                   progress=False)
     result = audit_block(f"{files}/blocks.py:WideConv", "resnet20", **kwargs)
     frame = result.to_pandas()
-    assert set(frame["check"]) == set(CHECKS)
+    assert set(frame["check"]) == set(CHECKS)  # WideConv returns its features: the risk gap is measured too
     verdicts = dict(zip(frame["claim"], frame["verdict"]))
-    # One 3x3 conv per block instead of two: fewer parameters on every seed, so the exact ratio is < 1.
+    # One 3x3 conv per block instead of two: fewer parameters on every seed, so the exact ratio is < 1
+    # (and the twins' parameter counts are the same: spread 0, stable).
     assert verdicts["MY-params"] == "holds" and verdicts["MY-acc"] in ("holds", "inconclusive")
+    assert verdicts["MY-gap"] == "holds"  # the whole line is the region
     assert set(frame.loc[frame["claim"] == "", "verdict"]) == {"measured"}
+    params = frame.set_index("claim").loc["MY-params"]
+    assert params["spread"] == 0 and len(params["values"]) == 2
+    assert frame.set_index("check").loc["accuracy", "spread"] >= 100 / 360  # floored at one test image
     payload = json.loads((files / "out" / "block_audit.json").read_text())
-    assert payload["meta"]["baseline"] == "resnet20" and len(payload["meta"]["runs"]) == 8  # 4 models x 2 seeds
+    # 4 models x 2 seeds and the 4 float-noise twins of seed 0
+    assert payload["meta"]["baseline"] == "resnet20" and len(payload["meta"]["runs"]) == 12
     assert "| params |" in (files / "out" / "BLOCK_AUDIT.md").read_text()
     assert (files / "out" / "block_audit.png").stat().st_size > 10_000  # training curves and ratio checks
+    # the executed notebook: every code cell ran, figures included
+    nb = json.loads((files / "out" / "block_audit.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c["execution_count"] for c in code)
+    assert sum("image/png" in o.get("data", {}) for c in code for o in c["outputs"]) >= 3
+    assert (files / "out" / "block_audit.html").exists()
+    reloaded = BlockAuditResult.read(files / "out")
+    assert reloaded.verdicts() == result.verdicts() and len(reloaded.curves) == len(result.curves)
     stamps = {p: p.stat().st_mtime_ns for p in (files / "store" / "runs").glob("*/metrics.csv")}
-    again = audit_block(f"{files}/blocks.py:WideConv", "resnet20", **kwargs)
+    probes = {p: p.stat().st_mtime_ns for p in (files / "store" / "runs").glob("*/block_probes.json")}
+    again = audit_block(f"{files}/blocks.py:WideConv", "resnet20", **{**kwargs, "out": None})
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
-    assert again.to_pandas()["effect"].round(9).tolist()[:3] == frame["effect"].round(9).tolist()[:3]
+    assert {p: p.stat().st_mtime_ns for p in probes} == probes  # nothing measured again
+    assert again.to_pandas()["effect"].round(9).tolist() == frame["effect"].round(9).tolist()
+
+
+def test_a_block_without_features_gets_no_risk_gap_and_a_claim_on_it_is_not_run(files):
+    from analysis.models import build_model
+    from experiments.audit.block import BlockClaim, _row
+    from experiments.audit.block_probes import resnest_shaped
+    from experiments.claims.types import Region
+
+    assert resnest_shaped(build_model("block_resnet", block=f"{files}/blocks.py:WideConv", width=4)) == (True, "")
+    shaped, why = resnest_shaped(build_model("block_resnet", block=f"{files}/blocks.py:Plain", width=4))
+    assert not shaped and "Plain has no forward_with_feature(x) -> (x_next, v)" in why
+    row = _row("risk_gap", None, BlockClaim("G", "", "risk_gap", Region()), "not run", why)
+    assert row["verdict"] == "not run" and row["stability"] == why
+
+
+def test_a_whole_model_factory_replaces_the_skeleton_and_a_wrong_one_is_named(files):
+    from analysis.models import build_model
+    from analysis.models.skeleton import factory_kind, load_block
+
+    assert factory_kind(load_block(f"{files}/blocks.py:tiny_model").factory) == "model"
+    assert factory_kind(load_block(f"{files}/blocks.py:WideConv").factory) == "block"
+    model = build_model("block_resnet", block=f"{files}/blocks.py:tiny_model", width=4, num_classes=7)
+    assert model(torch.randn(3, 3, 8, 8)).shape == (3, 7) and model[0].out_channels == 4
+    with pytest.raises(ValueError, match=r"model .*wrong_head\(num_classes=10\) maps an input of shape "
+                                         r"\(2, 3, 32, 32\) to \(2, 11\); expected logits of shape \(2, 10\)"):
+        build_model("block_resnet", block=f"{files}/blocks.py:wrong_head")
 
 
 @pytest.mark.parametrize("text, message", [
     ('[[claims]]\nid = "A"\ncheck = "params"\nregion = [0, 1]\ncolour = "red"\n',
      "unknown key(s) 'colour'; valid keys: id, statement, check, region"),
     ('[[claims]]\nid = "A"\ncheck = "speed"\nregion = [0, 1]\n',
-     "unknown check 'speed'; valid checks: accuracy, params, flops, throughput, fp16_headroom, grad_spread"),
+     "unknown check 'speed'; valid checks: accuracy, linear_capacity, params, flops, throughput, fp16_headroom"),
     ('claims = []\nblocks = 1\n', "unknown key(s) 'blocks'; valid keys: claims"),
     ('[[claims]]\nid = "A"\ncheck = "params"\nregion = [0, "big"]\n', "a region bound must be a number"),
 ])

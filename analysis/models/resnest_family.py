@@ -121,8 +121,10 @@ class CifarResNEst(nn.Module):
     def forward_with_block_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One forward pass returning ``(logits, [pool(x), pool(v_1), ..., pool(v_L)])``."""
         if self.custom_blocks:
-            raise ValueError("block features (v_i) are defined for the ResNEst blocks only; this model holds a "
-                             "user block, so the risk gap (RN Prop. 2) does not apply to it")
+            lacking = next((b for b in self.blocks if not hasattr(b, "forward_with_feature")), None)
+            if lacking is not None:
+                raise ValueError(f"block features (v_i) need forward_with_feature(x) -> (x_next, v) on every block; "
+                                 f"{type(lacking).__name__} has none, so the risk gap (RN Prop. 2) does not apply")
         features = [self._pooled(x)]
         stream = self.stem(x)
         for block in self.blocks:

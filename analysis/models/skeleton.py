@@ -14,6 +14,11 @@ A block is named by reference:
   ``(in_channels, out_channels, stride)``;
 - ``package.module:NAME``: a module on the Python path.
 
+A *whole-model factory* is accepted too: a callable with a ``num_classes`` parameter (and, if it
+takes them, ``width`` and ``in_channels``) that returns the whole network. It replaces the skeleton,
+so the comparison is no longer controlled by construction: parameter and FLOP differences are the
+model's, not one block's (``factory_kind`` tells the two apart by that parameter).
+
 Run ids hash a run's config, not its code, so the builder takes ``block_sha256``, the SHA-256 of
 the block's source file (``block_options(ref)`` gives both): editing the block changes the hash,
 hence the run id, and a stored run whose block source has changed since refuses to load rather
@@ -37,7 +42,8 @@ from analysis.models import register_model
 from analysis.models.resnest_family import CifarResNEst
 from analysis.validation import check_bool, check_choice, check_int
 
-__all__ = ["ACTIVATION_MODULES", "remove_activations", "BASELINES", "BASELINE_BLOCK", "BlockSource", "load_block", "block_options", "block_resnet"]
+__all__ = ["ACTIVATION_MODULES", "remove_activations", "BASELINES", "BASELINE_BLOCK", "BlockSource", "load_block",
+           "factory_kind", "block_options", "block_resnet"]
 
 # Baselines whose residual block a user's block replaces: the standard pre-activation ResNets.
 BASELINES = {"resnet20": 20, "resnet56": 56, "resnet110": 110}
@@ -129,6 +135,41 @@ def load_block(ref: str) -> BlockSource:
     return BlockSource(ref, factory, path, digest)
 
 
+def factory_kind(factory: Callable) -> str:
+    """``"model"`` for a whole-model factory (it has a ``num_classes`` parameter), else ``"block"``."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins without a signature: called as a block
+        return "block"
+    return "model" if "num_classes" in params else "block"
+
+
+def _whole_model(src: BlockSource, num_classes: int, width: int, in_channels: int) -> nn.Module:
+    params = inspect.signature(src.factory).parameters
+    kwargs = {"num_classes": num_classes, **{k: v for k, v in (("width", width), ("in_channels", in_channels))
+                                             if k in params}}
+    call = f"{src.ref}({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+    model = src.factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model factory {call} returned a {type(model).__name__}; expected an nn.Module")
+    x = torch.randn(2, in_channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported with the shapes involved
+        raise ValueError(f"model {call} failed on an input of shape {tuple(x.shape)} (expected output "
+                         f"(2, {num_classes})): {type(exc).__name__}: {exc}") from exc
+    finally:
+        model.train(was)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"model {call} maps an input of shape {tuple(x.shape)} to {got}; expected logits of "
+                         f"shape (2, {num_classes}), i.e. (N, num_classes)")
+    return model
+
+
 def block_options(ref: str, baseline: str = "resnet20") -> dict:
     """The model options of ``block_resnet`` for the block ``ref`` as its source is now (with its hash)."""
     check_choice("baseline", baseline, tuple(BASELINES))
@@ -150,8 +191,11 @@ def block_resnet(num_classes: int = 10, block: str = BASELINE_BLOCK, block_sha25
                          f"SHA-256 {src.sha256[:12]}..., the config {block_sha256[:12]}...; its stored runs are of "
                          "the old code. Audit the new code under a new run id (blockaudit fills in the hash), "
                          "or restore the old file to read them")
-    model = CifarResNEst(depth=BASELINES[baseline], variant="standard", num_classes=num_classes, width=width,
-                         in_channels=in_channels, block=src.factory)
+    if factory_kind(src.factory) == "model":
+        model = _whole_model(src, num_classes, width, in_channels)
+    else:
+        model = CifarResNEst(depth=BASELINES[baseline], variant="standard", num_classes=num_classes, width=width,
+                             in_channels=in_channels, block=src.factory)
     if not check_bool("activations", activations):
         remove_activations(model)
     with torch.no_grad():

@@ -23,6 +23,8 @@ def plot_block_audit(curves: pd.DataFrame, effects: pd.DataFrame, title: str):
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 3.8), gridspec_kw={"width_ratios": [1, 1.1]})
     for label, rows in curves.groupby("label", sort=False):
+        if "+" in str(label):  # the float-noise twins ("<label>+ulp") are in the verdicts, not the curves
+            continue
         g = rows.groupby("epoch")["test_acc"]
         mean, lo, hi = 100 * g.mean(), 100 * g.min(), 100 * g.max()
         style = "--" if label.endswith("_linear") else "-"

@@ -31,7 +31,7 @@ import torch
 from analysis.validation import check_int
 from experiments.audit.artefacts import landscape_summary, make_artefacts, risk_gap_summary
 from experiments.audit.datasets import cifar100_dataset, data_key, dataset_for, full_dataset, load_data
-from experiments.audit.stats import PROBE_SUFFIX, combine_statuses, judge, judge_stability, paired_stats
+from experiments.audit.stats import PROBE_SUFFIX, combine_statuses, judge_values
 from experiments.claims.types import Claim, Comparison, EmpiricalCheck, ProfileSpec
 from experiments.runs.store import RunDir, TrainConfig
 from experiments.runs.sweep import (
@@ -167,18 +167,15 @@ def verdict_from_store(claim: Claim, profile: str, store: Path | str, data_path=
     for cmp in ps.comparisons:
         values = _comparison_values(table, cmp).to_numpy(dtype=float)
         what = f"{cmp.block} test accuracy" if cmp.baseline is None else f"{cmp.block} - {cmp.baseline}"
-        st = paired_stats(values)
-        status = judge(st, cmp.region)
-        stab = judge_stability(st, cmp.region, spread) if spread is not None else None
-        if stab is not None and not stab.stable:
-            status = "inconclusive"
+        verdict = judge_values(values, cmp.region, spread)
+        st, status, stab = verdict.stats, verdict.status, verdict.stability
         statuses.append(status)
         stat_text = st.text() if cmp.baseline is not None else st.text().replace(" pts", "%").replace("+", "")
         stab_text = f"; {stab.text()}" if stab is not None else ""
         parts.append(f"{what}: {stat_text} vs region {cmp.region.text()} ({cmp.meaning}) -> {status}{stab_text}; "
                      f"paper {cmp.paper}")
         details["comparisons"].append({
-            "block": cmp.block, "baseline": cmp.baseline, "n": st.n, "mean": st.mean, "std": st.std,
+            "block": cmp.block, "baseline": cmp.baseline, "check": cmp.check, "n": st.n, "mean": st.mean, "std": st.std,
             "ci_low": st.ci_low, "ci_high": st.ci_high, "confidence": st.confidence,
             "region": [cmp.region.lo, cmp.region.hi], "status": status, "paper": cmp.paper,
             "values": values.tolist(),

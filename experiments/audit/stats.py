@@ -137,3 +137,27 @@ def judge_stability(st: PairedStats, region: Region, spread: float) -> Stability
     moved = [judge(dataclasses.replace(st, mean=st.mean + d, ci_low=st.ci_low + d, ci_high=st.ci_high + d), region)
              for d in (-shift, shift)]
     return Stability(spread, shift, moved[0], moved[1], moved[0] == moved[1] == status)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One comparison judged: its statistics, status (after the stability rule) and stability (or None)."""
+
+    stats: PairedStats
+    status: str
+    stability: Stability | None
+
+
+def judge_values(values, region: Region, spread: float | None = None) -> Judgement:
+    """The verdict rule of every comparison, a paper's or a user's block's (module docstring).
+
+    ``values``: the per-seed effects (paired differences, ratios or one model's accuracy);
+    ``spread``: their float-noise spread from the twins (``None``: no twin ran, judged as it is).
+    A status that the CI shifted by ``+-STABILITY_SE * spread / sqrt(n)`` would change is ``inconclusive``.
+    """
+    st = paired_stats(values)
+    status = judge(st, region)
+    stab = judge_stability(st, region, spread) if spread is not None else None
+    if stab is not None and not stab.stable:
+        status = "inconclusive"
+    return Judgement(st, status, stab)

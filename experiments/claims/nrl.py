@@ -155,6 +155,7 @@ NRL_LINEAR_CHECK = EmpiricalCheck(
                 "+48.5 pts (0.876 vs 0.391, Table 2)",
                 "on digits a linear classifier already reaches ~96%, so the analogue asks only "
                 "that the linear Newton-ResNet be ahead (> 0), not by 10 pts",
+                check="linear_capacity",
             )
         ],
         width=8,
@@ -172,6 +173,7 @@ NRL_LINEAR_CHECK = EmpiricalCheck(
                 Region(lo=10.0),
                 "+48.5 pts (0.876 vs 0.391, Table 2)",
                 "linear Newton-ResNet [1,1,1,1] ahead of linear ResNet18 by more than 10 pts",
+                check="linear_capacity",
             )
         ],
         seeds=[0, 1],
@@ -210,6 +212,7 @@ NRL_C100_CHECK = EmpiricalCheck(
                 Region(lo=10.0),
                 "+45.2 pts (0.620 vs 0.168, Table 5)",
                 "linear Newton-ResNet [1,1,1,1] ahead of linear ResNet18 by more than 10 pts",
+                check="linear_capacity",
             ),
         ],
         seeds=[0, 1],

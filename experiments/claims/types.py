@@ -8,6 +8,11 @@ A ``Claim`` holds its check as a typed value, never as a string to parse:
 - ``EmpiricalCheck``: block-vs-baseline training over paired seeds, one ``ProfileSpec`` per profile,
   each with its ``Comparison``s and the ``Region`` of effects that agree with the claim.
 
+A ``Comparison`` names one of the *generic checks* (``GENERIC_CHECKS``): the same catalogue a user's
+spec file uses for their own block (``experiments.audit.block``), so a paper's "BN-ResNEst at most
+0.5 pt below ResNet" and a user's ``check = "accuracy", region = [-0.5, "inf"]`` are one claim
+said one way, judged by one rule (``experiments.audit.stats.judge_values``).
+
 The audit (``experiments.audit``) dispatches on these types; the statistics and the verdict rule
 live in ``experiments.audit.stats``.
 """
@@ -59,6 +64,27 @@ class Reproduction:
         return f"reproduce:{self.name}"
 
 
+# The generic checks: name -> (what it measures, unit of its effect, how it is measured). "trained":
+# from the runs' final test accuracy (any sweep: a paper's or a user's block audit); "probe": measured
+# on the trained (or initial) weights of a block audit's runs (``experiments.audit.block``).
+GENERIC_CHECKS = {
+    "accuracy": ("final test accuracy, block - baseline", "pts", "trained"),
+    "linear_capacity": ("test accuracy without activations, block - baseline (an affine map)", "pts", "trained"),
+    "params": ("trainable parameters, block / baseline", "x", "probe"),
+    "flops": ("forward FLOPs per image, block / baseline", "x", "probe"),
+    "throughput": ("training images/s at initialisation, block / baseline", "x", "probe"),
+    "fp16_headroom": ("float16 headroom (65504 / peak activation) at the trained weights, block / baseline", "x",
+                      "probe"),
+    "grad_spread": ("max / min per-block gradient norm at initialisation, block / baseline", "x", "probe"),
+    "hessian_top": ("largest Hessian eigenvalue of the test loss at the trained weights, block / baseline", "x",
+                    "probe"),
+    "hessian_trace": ("Hessian trace of the test loss at the trained weights, block / baseline", "x", "probe"),
+    "sharpness": ("loss increase at +-0.25 along a filter-normalised direction, block / baseline", "x", "probe"),
+    "risk_gap": ("ResNEst risk gap eps = R - A* (train, cross-entropy), block - baseline", "nats", "probe"),
+}
+TRAINED_CHECKS = tuple(k for k, v in GENERIC_CHECKS.items() if v[2] == "trained")
+
+
 @dataclass(frozen=True)
 class Region:
     """The effects (percentage points) that agree with a claim: ``lo < d < hi`` (inf for open ends)."""
@@ -77,13 +103,18 @@ class Region:
 
 @dataclass(frozen=True)
 class Comparison:
-    """``block`` vs ``baseline`` (sweep labels; ``baseline=None``: the block's own accuracy in %)."""
+    """``block`` vs ``baseline`` (sweep labels; ``baseline=None``: the block's own accuracy in %) on a
+    generic check (``GENERIC_CHECKS``; a paper's sweep gives the "trained" ones)."""
 
     block: str
     baseline: str | None
     region: Region
     paper: str  # the paper's number beside ours, e.g. "+0.0 pts (0.945 vs 0.945, Table 1)"
     meaning: str  # what the region says, e.g. "Newton-ResNet no more than 1 pt below ResNet18"
+    check: str = "accuracy"
+
+    def __post_init__(self):
+        check_choice("check", self.check, TRAINED_CHECKS)
 
     @property
     def name(self) -> str:

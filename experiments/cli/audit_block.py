@@ -21,7 +21,7 @@ def add_subcommand(sub) -> None:
                     "verdict for every claim of the spec (or the measurements, without one).")
     p.add_argument("--block", required=True, metavar="FILE.py:NAME",
                    help="an nn.Module class or factory (in_channels, out_channels, stride), as FILE.py:NAME or "
-                        "module:NAME")
+                        "module:NAME; or a whole-model factory (num_classes[, width, in_channels])")
     p.add_argument("--baseline", default="resnet20", choices=tuple(BASELINES),
                    help="the skeleton and the model to beat (default: %(default)s)")
     p.add_argument("--spec", type=Path, default=None, help="TOML file of claims ([[claims]] id, statement, check, "
@@ -35,11 +35,15 @@ def add_subcommand(sub) -> None:
                                                            "under the data roots)")
     p.add_argument("--store", type=Path, default=Path("runs"), help="results store (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None,
-                   help="folder for BLOCK_AUDIT.md, block_audit.json/.csv (default: reports/blocks/NAME)")
+                   help="folder for BLOCK_AUDIT.md, block_audit.json/.csv/.png and the notebook block_audit.ipynb "
+                        "(default: reports/blocks/NAME)")
     p.add_argument("--executor", choices=EXECUTORS, default=None,
-                   help="train the runs as submitit jobs: slurm (a cluster) or local (subprocesses); default: here")
+                   help="train the runs as submitit jobs: slurm (a cluster) or local (subprocesses); or torchrun: "
+                        "each run data-parallel over this machine's GPUs; default: here, a pool of processes")
     p.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a submitit parameter, e.g. slurm_partition=gpu, gpus_per_node=1, timeout_min=120 (repeatable)")
+                   help="a submitit parameter, e.g. slurm_partition=gpu, gpus_per_node=1, timeout_min=120; for "
+                        "torchrun nproc_per_node=N (repeatable)")
+    p.add_argument("--no-notebook", action="store_true", help="skip the executed notebook (block_audit.ipynb)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_audit_block)
 
@@ -59,9 +63,9 @@ def _cmd_audit_block(args) -> int:
     result = audit_block(args.block, args.baseline, spec=args.spec, profile=args.profile, seeds=args.seeds,
                          store=args.store, out=out, width=args.width, epochs=args.epochs, data=args.data,
                          executor=args.executor, executor_options=dict(_option(o) for o in args.executor_option),
-                         progress=not args.no_progress)
+                         notebook=not args.no_notebook, progress=not args.no_progress)
     frame = result.to_pandas()[["check", "effect", "ci_low", "ci_high", "claim", "verdict"]]
     print(markdown_table(frame.round(4)))
-    print(f"wrote {out / 'BLOCK_AUDIT.md'}, {out / 'block_audit.json'}, {out / 'block_audit.csv'}, "
-          f"{out / 'block_audit.png'}")
+    written = [p.name for p in sorted(out.iterdir()) if p.name.startswith(("BLOCK_AUDIT", "block_audit"))]
+    print(f"wrote {', '.join(written)} to {out}")
     return 0

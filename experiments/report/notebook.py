@@ -35,7 +35,7 @@ from experiments.report.verdicts import load_audit
 from experiments.runs.provenance import provenance, provenance_line
 
 __all__ = ["NOTEBOOK_SOURCES", "NotebookExecutionError", "notebook_source", "notebook_text", "build_notebook",
-           "build_reports"]
+           "execute_notebook", "write_notebook", "build_reports"]
 
 NOTEBOOK_SOURCES = Path(__file__).resolve().parent / "notebooks"
 
@@ -97,7 +97,7 @@ def _kernel_spec_dir(tmp: Path) -> Path:
     return tmp / "kernels"
 
 
-def _execution_error(nb, exc, paper: str, source: Path) -> NotebookExecutionError:
+def _execution_error(nb, exc, what: str) -> NotebookExecutionError:
     where = ""
     for i, cell in enumerate(nb.cells):
         if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
@@ -107,7 +107,7 @@ def _execution_error(nb, exc, paper: str, source: Path) -> NotebookExecutionErro
     ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
     tb = _ANSI.sub("", getattr(exc, "traceback", "") or str(exc)).strip()
     tail = "\n".join(tb.splitlines()[-15:])
-    return NotebookExecutionError(f"the {paper} notebook ({source}) failed{where}: {ename}: {evalue}\n{tail}")
+    return NotebookExecutionError(f"{what} failed{where}: {ename}: {evalue}\n{tail}")
 
 
 def _compact_png(data: str) -> str:
@@ -152,11 +152,6 @@ def build_notebook(paper: str, *, audit_json: Path | str, store: Path | str, rep
     ``NotebookExecutionError`` (the failing cell and its traceback) if a cell raises; then nothing is written.
     """
     import jupytext
-    import nbformat
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import AsyncKernelManager
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     paper = paper_id(paper)
     source = Path(source) if source is not None else notebook_source(paper)
@@ -168,9 +163,25 @@ def build_notebook(paper: str, *, audit_json: Path | str, store: Path | str, rep
     out.mkdir(parents=True, exist_ok=True)
 
     nb = jupytext.reads(read_source(source, paper), fmt="py:percent")
-    nb.metadata.pop("jupytext", None)  # its version and paths would churn every diff
     _inject_parameters(nb, {"PAPER": paper, "STORE": _relative(Path(store), out),
                             "AUDIT_JSON": _relative(Path(audit_json), out), "REPORTS": _relative(Path(reports), out)})
+    execute_notebook(nb, out, f"the {paper} notebook ({source})", timeout)
+    note = f"from `{_relative(Path(audit_json), out)}` and the store `{_relative(Path(store), out)}`"
+    return write_notebook(nb, out / f"{paper.lower()}.ipynb", f"blockaudit report: {paper}", note, html)
+
+
+def execute_notebook(nb, out: Path, what: str, timeout: int = 600) -> None:
+    """Run every cell of ``nb`` in a fresh kernel of this interpreter, ``out`` as working directory.
+
+    Fixes the cell ids (a rebuild is byte-identical); raises ``NotebookExecutionError`` naming ``what``,
+    the failing cell and its traceback, or the kernel's last output if it died.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    nb.metadata.pop("jupytext", None)  # its version and paths would churn every diff
     for i, cell in enumerate(nb.cells):
         cell.id = f"cell-{i:02d}"  # nbformat draws random ids; fixed ones keep a rebuild byte-identical
     repo_root = str(Path(__file__).resolve().parents[2])
@@ -191,22 +202,25 @@ def build_notebook(paper: str, *, audit_json: Path | str, store: Path | str, rep
             try:
                 client.execute(env=env, cwd=str(out.resolve()), stdout=log, stderr=log)
             except (CellExecutionError, CellTimeoutError) as exc:
-                raise _execution_error(nb, exc, paper, source) from None
+                raise _execution_error(nb, exc, what) from None
             except DeadKernelError as exc:
                 log.flush()
                 tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
-                raise NotebookExecutionError(f"the kernel running the {paper} notebook ({source}) died: {exc}\n"
+                raise NotebookExecutionError(f"the kernel running {what} died: {exc}\n"
                                              f"kernel output:\n{tail}") from None
+
+
+def write_notebook(nb, ipynb: Path, title: str, built_from: str, html: bool = True) -> list[Path]:
+    """Compact the figures, stamp what built it (command, commit, machine), write ``ipynb`` (+ ``.html``)."""
+    import nbformat
+
     _compact_outputs(nb)
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
     # What built this notebook: the command, commit and machine (the cells show the audit's own).
     prov = provenance("cpu")
     nb.metadata["blockaudit"] = {"built_by": prov}
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(
-        f"*Built by `{prov['command']}` at {provenance_line(prov)}, from `{_relative(Path(audit_json), out)}` and "
-        f"the store `{_relative(Path(store), out)}`.*", id="cell-provenance"))
-
-    ipynb = out / f"{paper.lower()}.ipynb"
+        f"*Built by `{prov['command']}` at {provenance_line(prov)}, {built_from}.*", id="cell-provenance"))
     _write_atomic(ipynb, nbformat.writes(nb) + "\n")
     files = [ipynb]
     if html:
@@ -216,8 +230,8 @@ def build_notebook(paper: str, *, audit_json: Path | str, store: Path | str, rep
         # styles and scripts to every file, which the committed reports cannot afford (the tree that
         # travels to the GPU machine is capped). A few lines of CSS keep tables and code readable.
         body, _ = HTMLExporter(template_name="basic").from_notebook_node(nb)
-        path = out / f"{paper.lower()}.html"
-        _write_atomic(path, _html_page(f"blockaudit report: {paper}", body))
+        path = ipynb.with_suffix(".html")
+        _write_atomic(path, _html_page(title, body))
         files.append(path)
     return files
 

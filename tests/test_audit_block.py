@@ -174,6 +174,32 @@ def test_the_shipped_example_block_fits_and_its_spec_loads():
     from analysis.models import build_model, count_parameters
 
     spec = Path(__file__).resolve().parents[1] / "experiments" / "examples" / "se_block.toml"
-    assert [c.check for c in load_spec(spec)] == ["accuracy", "params", "flops", "fp16_headroom"]
+    assert [c.check for c in load_spec(spec)] == ["accuracy", "params", "flops", "fp16_headroom", "risk_gap"]
     model = build_model("block_resnet", block="experiments.examples.se_block:SEBlock", width=8)
     assert 1.0 < count_parameters(model) / count_parameters("resnet20", width=8) < 1.1
+
+
+def test_the_paper_claim_example_trains_the_papers_nets_and_restates_its_comparison():
+    """experiments/examples/a_resnest.*: the same net, seed for seed, as RN-cifar's quick check, and the
+    same comparison (check, region) as the one in experiments/claims/rn.py."""
+    from pathlib import Path
+
+    from analysis.models import build_model
+    from experiments.audit.block import _sweep
+    from experiments.claims.rn import RN_CIFAR_CHECK
+
+    examples = Path(__file__).resolve().parents[1] / "experiments" / "examples"
+    ref = f"{examples}/a_resnest.py:a_resnest20"
+    for seed in (0, 3):
+        torch.manual_seed(seed)
+        ours = build_model("block_resnet", block=ref, width=8).state_dict()
+        torch.manual_seed(seed)
+        theirs = build_model("a_resnest20", width=8).state_dict()
+        assert list(ours) == list(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    (claim,) = load_spec(examples / "a_resnest.toml")
+    quick = RN_CIFAR_CHECK.quick
+    (cmp,) = [c for c in quick.comparisons if c.block == "a_resnest"]
+    assert (claim.check, claim.region) == (cmp.check, cmp.region)
+    # the same training settings, seeds and twins
+    sweep = _sweep(ref, "resnet20", "quick", 5, 8, 6, None)
+    assert sweep.base == quick.sweep["base"] and list(sweep.seeds) == quick.sweep["seeds"]

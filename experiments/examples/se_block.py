@@ -2,6 +2,8 @@
 
 The example of a block from outside the audited papers: a pre-activation basic block whose
 residual branch is rescaled per channel by a sigmoid gate computed from its pooled features.
+``forward_with_feature`` is optional: a block that returns its residual branch is ResNEst-shaped, and
+the audit adds the risk-gap check (RN Prop. 2) for it.
 """
 from torch import nn
 
@@ -21,5 +23,10 @@ class SEBlock(nn.Module):
                          else nn.Conv2d(in_channels, out_channels, 1, stride, bias=False))
 
     def forward(self, x):
+        return self.forward_with_feature(x)[0]
+
+    def forward_with_feature(self, x):
+        """``(x_next, v)`` with ``v`` the gated residual branch: with it the audit measures the ResNEst risk gap."""
         r = self.body(x)
-        return self.shortcut(x) + r * self.se(r)
+        v = r * self.se(r)
+        return self.shortcut(x) + v, v

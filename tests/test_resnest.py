@@ -188,3 +188,18 @@ def test_densenest_conversion_shapes():
     assert w0.shape == (5, 2) and [b.W.shape for b in blocks] == [(5, 2), (5, 1)] and w_out.shape == (3, 5)
     with pytest.raises(ValueError, match=r"W_out must have shape \(\*, 5\)"):
         rn.densenest_to_resnest(maps, np.zeros((3, 4)), 2)
+
+
+def test_lbfgs_minimize_stops_at_max_iter():
+    """The chunked L-BFGS never runs past ``max_iter`` (a chunk is cut to the iterations left): a solver
+    asked for 3 iterations on an ill-conditioned quadratic stops unconverged after at most 3."""
+    import numpy as np
+
+    from analysis.theory.rn import lbfgs_minimize
+
+    scales = np.logspace(0, 4, 50)
+    fun = lambda x: (float(0.5 * np.sum(scales * x * x)), scales * x)  # noqa: E731
+    x, nit = lbfgs_minimize(fun, np.ones(50), 1e-10, 3)
+    assert nit <= 3 and np.linalg.norm(fun(x)[1]) > 1e-10
+    x, nit = lbfgs_minimize(fun, np.ones(50), 1e-8, 5000)
+    assert np.linalg.norm(fun(x)[1]) <= 1e-8

@@ -61,7 +61,8 @@ def lbfgs_minimize(fun, x0, gtol: float, max_iter: int, project=None, chunk: int
     opts = {"maxiter": chunk, "gtol": gtol / np.sqrt(x0.size), "ftol": 0.0, "maxcor": 30}
     stalls = 0
     while nit < max_iter:
-        res = minimize(fun, x, jac=True, method="L-BFGS-B", options=opts)
+        # never past max_iter: a chunk is cut to the iterations left
+        res = minimize(fun, x, jac=True, method="L-BFGS-B", options={**opts, "maxiter": min(chunk, max_iter - nit)})
         x, nit = res.x, nit + max(int(res.nit), 1)
         if np.linalg.norm(fun(x)[1]) <= gtol:
             if project is None:
@@ -71,7 +72,7 @@ def lbfgs_minimize(fun, x0, gtol: float, max_iter: int, project=None, chunk: int
                 break
             stalls = 0
             continue
-        stalls = stalls + 1 if res.nit < chunk else 0
+        stalls = stalls + 1 if res.nit < opts["maxiter"] else 0
         if stalls >= _RESTARTS:
             break
         if project is not None:

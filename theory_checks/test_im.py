@@ -23,9 +23,12 @@ from analysis.theory.im import (
     global_minimum_risk,
     gradient_descent,
     gradient_domination_constant,
+    linear_residual_network,
     max_layer_norm,
     population_risk,
     population_risk_gradient,
+    residual_product,
+    residual_relu_network_forward,
     small_norm_bound,
     small_norm_global_minimum,
     theorem2_parameter_budget,
@@ -95,6 +98,12 @@ def test_im_t1_risk_and_gradient_formulas(evidence, d, depth, data):
     for a in layers:
         H = H + H @ a.T
     sample_risk = float(np.mean(np.sum((Y - H) ** 2, axis=1)))
+    # the project's network h(x) = (I + A_l)...(I + A_1) x, on the batch, on one row, and as one matrix,
+    # is the product written here: round-off of depth d x d products, relative to the sizes involved
+    h_tol = 100.0 * (depth + 3) * d * EPS * float(np.max(np.abs(X))) * (1 + max_layer_norm(layers)) ** depth
+    assert float(np.max(np.abs(linear_residual_network(layers, X) - H))) <= h_tol
+    assert float(np.max(np.abs(linear_residual_network(layers, X[1]) - H[1]))) <= h_tol
+    assert float(np.max(np.abs(X @ residual_product(layers).T - H))) <= h_tol
 
     f = population_risk(layers, R, Sigma, noise)
     f_torch, g_torch = _torch_risk_and_grad(layers, R, Sigma, noise)
@@ -386,6 +395,8 @@ def test_im_t2_residual_relu_network_fits_separated_points(evidence, n, r, data)
     # Each layer divides by a margin >= rho^2 / 4 (unit vectors: ||p||^2 - <p, q> = ||p - q||^2 / 2),
     # so round-off grows like (depth + 1) k eps / rho^2 per output; 100x margin.
     tol = 100.0 * (net.depth + 1) * width * EPS * 4.0 / rho**2
+    # the project's forward pass is the same network: equal to the torch pass within the same round-off
+    assert float(np.max(np.abs(residual_relu_network_forward(net, x) - out))) <= tol
     err = float(np.max(np.abs(out - np.eye(r)[labels])))
     assert err <= tol, (err, tol)
     assert np.array_equal(out.argmax(axis=1), labels)

@@ -75,6 +75,8 @@ def _mixed_mask(A: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Diag[Phi'(Ax)] as a 0/1 vector, computed here; asserts 1 <= #active <= n - 1 (a real mask)."""
     d = (A @ x > 0).astype(float)
     assert 0 < d.sum() < d.size, f"mask {d}: every unit {'in' if d.sum() == 0 else ''}active, the check would be trivial"
+    # the project's mask is the same 0/1 vector (exact: a comparison of the same product's signs)
+    np.testing.assert_array_equal(nd.active_mask(A, x), d)
     return d
 
 
@@ -84,6 +86,24 @@ def _square_only(A, assumption=None):
 
 
 # --- ND-P1 -------------------------------------------------------------------------------------
+@pytest.mark.claim("ND-P1")
+@given(t=st.lists(st.floats(-10.0, 10.0).filter(lambda v: abs(v) > 1e-3), min_size=1, max_size=20))
+def test_nd_p1_relu_antiderivative_has_derivative_relu(evidence, t):
+    """The project's P (``relu_antiderivative``) of eq (3) has P' = Phi = ReLU and P(0) = 0.
+
+    Reference: central differences with h = 1e-5, away from the kink (|t| > 1e-3 > h): P is a
+    quadratic on each side, so the difference quotient is exact up to rounding, eps |P| / h <= 2e-16
+    * 50 / 1e-5 ~ 1e-9 (tolerance 1e-8).
+    """
+    t = np.asarray(t)
+    h = 1e-5
+    fd = (nd.relu_antiderivative(t + h) - nd.relu_antiderivative(t - h)) / (2 * h)
+    err = float(np.max(np.abs(fd - np.maximum(t, 0.0))))
+    assert err <= 1e-8
+    assert nd.relu_antiderivative(np.zeros(1))[0] == 0.0
+    evidence.add(err, "max |P'(t) - ReLU(t)| by central differences")
+
+
 @pytest.mark.claim("ND-P1")
 @given(A=symmetric_matrices(max_abs_eig=2.0, min_abs_eig=0.1), seed=seeds())
 def test_nd_p1_gradient_formula(evidence, A, seed):
@@ -519,6 +539,50 @@ def test_nd_linear_rate_m_terms_vs_newton(evidence, problem, m):
     # U has cond <= 1.9 / 0.1 = 19: the solve is accurate to ~ 19 n EPS ||x||.
     assert np.linalg.norm(newton) <= 100 * 19 * n * EPS * np.linalg.norm(x)
     evidence.add(np.linalg.norm(newton) / np.linalg.norm(x), "|Newton step x_1| / |x_0|")
+
+
+@pytest.mark.claim("ND-linear-rate")
+@given(problem=_sec33_like(), m=st.integers(0, 2))
+def test_nd_linear_rate_traces_count_what_table2_counts(evidence, problem, m):
+    """The project's ``iteration_trace`` (what Table 2's reproduction counts) records |F(x_k) - F(x*)| of the iterates of each method, and shows the rates: linear for quasi-Newton, one step for Newton.
+
+    Reference: the iterates recomputed here by repeating the project's single steps
+    (``quasi_newton_step``, ``newton_step``, checked against eq (15)/(10) by the tests above) and F
+    evaluated as x^T A x / 2 - 1^T P(Ax) with P(t) = max(t, 0)^2 / 2 written here; x* = 0, F(x*) = 0
+    (sec 3.3). The count is the first k with error < eps, as sec 3.3 defines it.
+    """
+    A, x0 = problem
+    n = A.shape[0]
+    eps = 1e-12
+
+    def F(x):
+        p = np.maximum(A @ x, 0.0)
+        return 0.5 * float(x @ A @ x - p @ p)
+
+    trace = nd.iteration_trace(A, x0, "quasi-newton", m, max_iter=2000, eps=eps)
+    xs = [x0]
+    for _ in range(len(trace.errors) - 1):
+        xs.append(nd.quasi_newton_step(A, xs[-1], m))
+    ref = np.array([abs(F(x)) for x in xs])
+    # Same iterates (same step function); F's two quadratic forms round at ~ n EPS ||A|| ||x||^2 each
+    scale = np.array([n * EPS * float(x @ x) for x in xs])
+    assert np.all(np.abs(trace.errors - ref) <= 10 * scale + 1e-300)
+    assert trace.iterations is not None and trace.iterations == len(trace.errors) - 1
+    assert trace.errors[-1] < eps <= trace.errors[-2]  # the first k below eps, and not before
+    np.testing.assert_allclose(trace.x_final, xs[-1], rtol=0, atol=10 * n * EPS * np.linalg.norm(x0))
+    # linear: the error ratio settles to a constant in (0, 1) (F ~ ||x||^2, so (||A||^{m+1})^2 at most)
+    ratios = trace.errors[1:] / trace.errors[:-1]
+    assert np.all(ratios[-5:] > 0) and np.all(ratios[-5:] <= spec(A) ** (2 * (m + 1)) * (1 + 1e-6))
+    # Newton (eq (10), exact solve) reaches x* = 0 in one step; so does Newton-CG with N = n CG steps
+    # (CG is exact in n steps up to round-off ~ cond(Q) n EPS, cond(Q) <= (1.95 / 0.05)^2 here)
+    newton = nd.iteration_trace(A, x0, "newton", max_iter=5, eps=eps)
+    assert newton.iterations == 1 and newton.errors[0] == pytest.approx(abs(F(x0)), rel=1e-9)
+    cg = nd.iteration_trace(A, x0, "newton-cg", n, max_iter=5, eps=eps)
+    assert cg.iterations is not None and cg.iterations <= 2
+    # max_iter bounds the trace: no step taken, no count
+    stopped = nd.iteration_trace(A, x0, "quasi-newton", m, max_iter=0, eps=eps)
+    assert stopped.iterations is None and len(stopped.errors) == 1
+    evidence.add(trace.iterations, f"quasi-Newton m = {m} iterations to 1e-12", worst="max")
 
 
 # --- ND-resnet ---------------------------------------------------------------------------------

@@ -118,6 +118,10 @@ def test_oai_lemma1_gd_in_z_maps_back_to_feedforward(evidence, W, name, steps, s
     err = float(np.max(np.abs(xs - ref)))
     evidence.add(err / tol)
     assert err <= tol
+    # the project's x_{k+1} = phi(W x_k) (eq (7)) is the right-hand side: the same products, so equal to
+    # the mat-vec's round-off, propagated like the comparison above
+    ff = oai.feedforward_x(x0, W, name, steps)
+    assert ff.shape == ref.shape and float(np.max(np.abs(ff - ref))) <= tol
 
     evidence.headline(f"max |U^-1 z_k - phi(W x_k)| = {evidence.max():.2g} x its round-off tolerance, cond(W) <= 100")
 

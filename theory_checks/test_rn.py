@@ -435,6 +435,9 @@ def test_rn_t1_eps_zero_at_local_minimisers(evidence, loss_problem, seed):
         assert np.linalg.matrix_rank(b) == b.shape[1]  # Assumption 4 (bottleneck condition + generic W_i)
         assert rn.assumption4_holds(w_prev)
         assert problem["M"] >= y.shape[1]  # Assumption 3
+        # the project's test of it agrees, and turns at the boundary M = N_o - 1
+        assert rn.assumption3_holds(problem["M"], y.shape[1]) and rn.assumption3_holds(y.shape[1], y.shape[1])
+        assert not rn.assumption3_holds(y.shape[1] - 1, y.shape[1]) if y.shape[1] > 1 else True
         v = np.hstack(feats)
         fl = floor(v, y)
         a_star, h_ref, g_ref = ref.convex_minimum(v, y, loss)

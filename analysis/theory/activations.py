@@ -1,12 +1,11 @@
-"""The activations phi of the papers and their derivatives: one switch for every theory module.
+"""The activations phi of the papers: one switch for every theory module.
 
-    >>> from analysis.theory.activations import activation, activation_derivative
+    >>> from analysis.theory.activations import activation
     >>> phi = activation("leaky_relu", alpha=0.1)
-    >>> phi([-1.0, 2.0]), activation_derivative("leaky_relu", alpha=0.1)([-1.0, 2.0])
-    (array([-0.1,  2. ]), array([0.1, 1. ]))
+    >>> phi([-1.0, 2.0])
+    array([-0.1,  2. ])
 
-Contract: ``activation(name, *, alpha=0.01, a=1.0)`` returns phi and
-``activation_derivative(name, *, alpha=0.01, a=1.0)`` returns phi', each a function of one array
+Contract: ``activation(name, *, alpha=0.01, a=1.0)`` returns phi, a function of one array
 (anything ``np.asarray`` turns into float64) evaluated elementwise in float64. ``name`` is one of
 ``NAMES``; ``alpha`` is the leaky-ReLU slope (>= 0) and ``a`` the ELU scale (> 0), ignored by the
 other activations. Unknown names and bad parameters raise a ``ValueError`` that names the
@@ -17,8 +16,8 @@ features are linearly predictable), ``relu``, ``leaky_relu`` phi(t) = t for t > 
 otherwise, ``elu`` phi(t) = t for t > 0 and a (e^t - 1) otherwise, ``sigmoid``, ``tanh``,
 ``swish`` phi(t) = t sigmoid(t), ``softplus`` log(1 + e^t), ``softsign`` t / (1 + |t|).
 
-At the kink t = 0 of ReLU, leaky ReLU and ELU the derivative takes the value of the t <= 0 branch
-(0, alpha, a); only t > 0 gives 1. Paper-specific pieces stay with their paper: OAI's objectives
+No claim of the papers rests on phi' (ND's Hessian uses the ReLU mask of ``analysis.theory.nd``),
+so there is no derivative here to keep correct. Paper-specific pieces stay with their paper: OAI's objectives
 Psi with Psi' = phi (Table 1) are ``analysis.theory.oai.psi``.
 """
 from __future__ import annotations
@@ -31,7 +30,7 @@ from scipy import special
 
 from analysis.validation import check_choice, check_real
 
-__all__ = ["NAMES", "KINKS", "activation", "activation_derivative", "check_activation"]
+__all__ = ["NAMES", "KINKS", "activation", "check_activation"]
 
 NAMES = ("identity", "linear", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "swish", "softplus", "softsign")
 # Points where phi or phi' is not differentiable: finite-difference checks keep away from them.
@@ -61,29 +60,6 @@ def _phi(name: str, alpha: float, a: float, t) -> np.ndarray:
     return t / (1.0 + np.abs(t))  # softsign
 
 
-def _dphi(name: str, alpha: float, a: float, t) -> np.ndarray:
-    t = np.asarray(t, dtype=np.float64)
-    if name in ("identity", "linear"):
-        return np.ones_like(t)
-    if name == "relu":
-        return (t > 0).astype(np.float64)
-    if name == "leaky_relu":
-        return np.where(t > 0, 1.0, alpha)
-    if name == "elu":
-        return np.where(t > 0, 1.0, a * np.exp(np.minimum(t, 0.0)))
-    if name == "sigmoid":
-        s = special.expit(t)
-        return s * (1.0 - s)
-    if name == "tanh":
-        return 1.0 - np.tanh(t) ** 2
-    if name == "swish":
-        s = special.expit(t)
-        return s + t * s * (1.0 - s)
-    if name == "softplus":
-        return special.expit(t)
-    return 1.0 / (1.0 + np.abs(t)) ** 2  # softsign
-
-
 def check_activation(name: str, *, alpha: float = 0.01, a: float = 1.0) -> tuple[str, float, float]:
     """(name, alpha, a) checked as ``activation`` checks them: a name of ``NAMES``, alpha >= 0, a > 0."""
     name = check_choice("activation", name, NAMES)
@@ -95,8 +71,3 @@ def check_activation(name: str, *, alpha: float = 0.01, a: float = 1.0) -> tuple
 def activation(name: str, *, alpha: float = 0.01, a: float = 1.0) -> Elementwise:
     """phi called ``name`` (one of ``NAMES``), elementwise in float64; ``alpha``: leaky-ReLU slope, ``a``: ELU scale."""
     return partial(_phi, *check_activation(name, alpha=alpha, a=a))
-
-
-def activation_derivative(name: str, *, alpha: float = 0.01, a: float = 1.0) -> Elementwise:
-    """phi' of ``activation(name, alpha=alpha, a=a)``; at t = 0 the t <= 0 branch (ReLU: 0, leaky ReLU: alpha, ELU: a)."""
-    return partial(_dphi, *check_activation(name, alpha=alpha, a=a))

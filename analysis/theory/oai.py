@@ -2,9 +2,8 @@
 
 The paper's objects in float64 numpy:
 
-- the activations of Table 1 (phi and phi' from the shared switch ``analysis.theory.activations``,
-  re-exported here as ``activation`` / ``activation_derivative``) and the objectives Psi with
-  Psi' = phi (``psi``);
+- the activations of Table 1 (phi from the shared switch ``analysis.theory.activations``,
+  re-exported here as ``activation``) and the objectives Psi with Psi' = phi (``psi``);
 - the objective f(z) = ||z||^2/2 - sum_i Psi(U_i^T z) of eq (8), its gradient (9), and the
   change of variables z = U x, U = sqrt(W), of Lemma 1;
 - gradient descent (1), heavy ball (2), Nesterov (3) and its equivalent form (4)-(5), and
@@ -46,7 +45,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import special
 
-from analysis.theory.activations import KINKS, activation, activation_derivative, check_activation
+from analysis.theory.activations import KINKS, activation, check_activation
 from analysis.validation import (
     as_float64_array,
     as_matrix,
@@ -63,7 +62,6 @@ __all__ = [
     "TABLE1_ACTIVATIONS",
     "KINKS",
     "activation",
-    "activation_derivative",
     "psi",
     "lemma1_square_root",
     "objective",

@@ -30,6 +30,8 @@ cover, and writes ``mutation.json`` and ``mutation.md`` to ``--out``.
   so it stays valid while the rest of the function changes.
 - ``--max-minutes`` stops mutmut at that time (the results so far are kept in ``mutants/``);
   ``--resume`` then carries on with the mutants not yet checked. The report counts the unchecked.
+  ``--resume --retest-survivors`` tests the survivors again after the theory checks changed (a killed
+  mutant stays killed: a test that was added cannot un-kill it).
 """
 from __future__ import annotations
 
@@ -375,6 +377,9 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="mutants tested at once (default: cores)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop mutmut after this long (a partial report)")
     p.add_argument("--resume", action="store_true", help="keep mutants/ and its results; test only unchecked mutants")
+    p.add_argument("--retest-survivors", action="store_true",
+                   help="with --resume: test the survivors (and 'no tests') again against the current theory_checks "
+                        "(the test-to-function map is collected anew); killed mutants keep their result")
     p.add_argument("--claim-tries", type=int, default=4,
                    help="killed mutants tried per claim that no first failure credits (default 4; 0: no claim pass)")
     p.add_argument("--all-mutants", action="store_true", help="also run the mutants that only change an error message")
@@ -385,6 +390,8 @@ def main(argv=None) -> None:
         p.error("--workers must be at least 1")
     if args.max_minutes is not None and args.max_minutes <= 0:
         p.error("--max-minutes must be positive")
+    if args.retest_survivors and not args.resume:
+        p.error("--retest-survivors needs --resume (it re-tests the survivors of the kept mutants/)")
     for m in args.modules:
         rel = THEORY / m.replace(".", "/")
         if not ((REPO / rel).with_suffix(".py").is_file() or (REPO / rel).is_dir()):
@@ -403,8 +410,22 @@ def main(argv=None) -> None:
         shutil.rmtree(work)
     work.mkdir(exist_ok=True)
 
+    if args.retest_survivors:
+        # the tests changed: mutmut must map tests to functions again before it picks a mutant's tests
+        (work / "mutmut-stats.json").unlink(missing_ok=True)
     _say(f"mutmut {mm.version}: writing the mutants of {THEORY}/ to mutants/")
     generate_mutants(args.workers)
+    if args.retest_survivors:
+        reset = 0
+        for path in theory_files():
+            data = mm.Data(path=path)
+            data.load()
+            for name, code in data.exit_code_by_key.items():
+                if mm.status_by_exit_code[code] in ("survived", "no tests"):
+                    data.exit_code_by_key[name] = None
+                    reset += 1
+            data.save()
+        _say(f"--retest-survivors: {reset} survivors to test again")
     prefixes = tuple(f"analysis.theory.{m}." for m in args.modules)
     names_by_path = {}
     for path in theory_files():

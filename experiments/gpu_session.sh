@@ -4,6 +4,7 @@
 #   bash experiments/gpu_session.sh audit OUT [MINUTES]   # train the full audit's CIFAR-10 runs
 #   bash experiments/gpu_session.sh bench OUT             # training + landscape benchmarks
 #   bash experiments/gpu_session.sh long OUT              # ResNet-20, the standard 200-epoch schedule
+#   bash experiments/gpu_session.sh block OUT             # audit-block --profile full of the SE example
 #   bash experiments/gpu_session.sh audit,long,bench OUT  # several in one call (one machine start)
 #
 # Expects the JPEG CIFAR-10 at data/cifar10-jpeg.zip (copy ../shared/data/cifar10-jpeg.zip there; data/
@@ -62,7 +63,16 @@ for mode in ${modes//,/ }; do
       mkdir -p "$out/long"
       cp reports/long/resnet20/{metrics.csv,result.json,config.json,environment.json} "$out/long/"
       ;;
+    block)
+      # The example block's full profile (CIFAR-10, width 16, 10 epochs, 3 seeds + float-noise twins: 16
+      # runs, 3 at a time). Killed at the call's limit, it resumes next call; the report comes back in
+      # results.tgz (work/block-SEBlock), its runs in store.tgz.
+      timeout $(( minutes * 60 + 60 )) python3 -m experiments.cli audit-block \
+        --block experiments/examples/se_block.py:SEBlock --baseline resnet20 \
+        --spec experiments/examples/se_block.toml --profile full --data "$data" --workers 3 \
+        --store reports/store --out "$out/block-SEBlock" --no-progress 2>&1 | tee "$out/block.log" || true
+      ;;
     *)
-      echo "unknown mode $mode: audit, bench or long" >&2; exit 2 ;;
+      echo "unknown mode $mode: audit, bench, long or block" >&2; exit 2 ;;
   esac
 done

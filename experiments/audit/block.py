@@ -72,6 +72,7 @@ from analysis.models.skeleton import BASELINES, block_options, factory_kind, loa
 from analysis.plotting.block_compare import plot_block_audit
 from analysis.plotting.landscape import save_figure
 from experiments.audit.block_probes import probe_run, resnest_shaped
+from experiments.audit.datasets import full_dataset
 from experiments.audit.empirical import twin_models
 from experiments.audit.stats import PROBE_SUFFIX, judge_values
 from experiments.claims.profiles import FULL_BASE, QUICK_BASE, model
@@ -256,8 +257,8 @@ def _sweep(block: str, baseline: str, profile: str, seeds: int, width: int, epoc
     if profile == "quick":
         base = {**QUICK_BASE, "epochs": epochs}
     else:
-        base = {**FULL_BASE, "epochs": epochs, "device": "cuda", "dataset": "cifar10_jpeg",
-                "dataset_options": {} if data is None else {"path": str(data)}}
+        dataset, options, _ = full_dataset(data)  # the JPEG zip/tree or torchvision's cifar-10-batches-py
+        base = {**FULL_BASE, "epochs": epochs, "device": "cuda", "dataset": dataset, "dataset_options": options}
     models = [model("block", "block_resnet", **options, width=width), model("baseline", baseline, width=width),
               model("block_linear", "block_resnet", **options, width=width, activations=False),
               model("baseline_linear", baseline, width=width, activations=False)]
@@ -308,7 +309,7 @@ def _probe_effects(values: dict, check: str):
 
 
 def audit_block(block: str, baseline: str = "resnet20", *, spec: Path | str | None = None, profile: str = "quick",
-                seeds: int = 3, store: Path | str = "runs", out: Path | str | None = None, width: int = 8,
+                seeds: int = 3, store: Path | str = "runs", out: Path | str | None = None, width: int | None = None,
                 epochs: int | None = None, data: Path | str | None = None, workers: int | None = None,
                 executor: str | None = None, executor_options: dict | None = None, notebook: bool = True,
                 progress: bool = True) -> BlockAuditResult:
@@ -322,6 +323,7 @@ def audit_block(block: str, baseline: str = "resnet20", *, spec: Path | str | No
         raise ValueError(f"seeds must be an integer >= 2 (an interval needs two paired seeds); got {seeds!r}")
     claims = load_spec(spec) if spec is not None else []
     epochs = epochs or (6 if profile == "quick" else 10)
+    width = width or (8 if profile == "quick" else 16)  # full: the baselines' own width (ResNet-20: 16/32/64)
     kind = factory_kind(load_block(block).factory)
     probe_model = build_model("block_resnet", **block_options(block, baseline), width=width)  # misfits fail now
     store = Path(store)

@@ -29,10 +29,14 @@ def add_subcommand(sub) -> None:
     p.add_argument("--profile", choices=PROFILES, default="quick",
                    help="quick: digits on the CPU, minutes; full: CIFAR-10 on a GPU (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=3, help="paired seeds (default: %(default)s)")
-    p.add_argument("--width", type=int, default=8, help="the skeleton's first-stage width (default: %(default)s)")
+    p.add_argument("--width", type=int, default=None,
+                   help="the skeleton's first-stage width (default: 8 quick, 16 full, the baselines' own)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs trained at once here (default: 2 quick, 1 full; a GPU fits about 3 of these nets)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 6 quick, 10 full)")
-    p.add_argument("--data", type=Path, default=None, help="full profile: cifar10-jpeg.zip (default: found "
-                                                           "under the data roots)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="full profile: cifar10-jpeg.zip, its extracted tree, or torchvision's cifar-10-batches-py "
+                        "folder (default: found under the data roots)")
     p.add_argument("--store", type=Path, default=Path("runs"), help="results store (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for BLOCK_AUDIT.md, block_audit.json/.csv/.png and the notebook block_audit.ipynb "
@@ -61,7 +65,7 @@ def _option(text: str) -> tuple[str, object]:
 def _cmd_audit_block(args) -> int:
     out = args.out or Path("reports") / "blocks" / args.block.rpartition(":")[2]
     result = audit_block(args.block, args.baseline, spec=args.spec, profile=args.profile, seeds=args.seeds,
-                         store=args.store, out=out, width=args.width, epochs=args.epochs, data=args.data,
+                         store=args.store, out=out, width=args.width, epochs=args.epochs, data=args.data, workers=args.workers,
                          executor=args.executor, executor_options=dict(_option(o) for o in args.executor_option),
                          notebook=not args.no_notebook, progress=not args.no_progress)
     frame = result.to_pandas()[["check", "effect", "ci_low", "ci_high", "claim", "verdict"]]

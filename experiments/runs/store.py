@@ -8,6 +8,9 @@
       checkpoint.pt      model + optimizer + epoch + RNG state, written atomically after every epoch
       result.json        written once the last epoch is done: final metrics, total training seconds,
                          peak GPU memory; its presence marks the run finished
+      model_source.json  only for a model registered outside blockaudit (``register_model`` in the
+                         user's module): that module's name and file, so ``load_run`` in a fresh process
+                         (``blockaudit landscape|curvature|risk-gap``) imports it and finds the model
 
 Columns: ``lr`` is the learning rate at the epoch's first step; ``loss`` / ``acc`` are the running
 training loss (with label smoothing, if any) and accuracy over the epoch; ``test_*`` are NaN on
@@ -28,6 +31,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
+import importlib.util
+import inspect
 import json
 import math
 import os
@@ -42,7 +48,7 @@ import numpy
 import torch
 from torch import nn
 
-from analysis.models import build_model
+from analysis.models import build_model, list_models, model_info
 from analysis.validation import check_bool, check_choice, check_int, check_real
 from experiments.runs.provenance import provenance
 
@@ -291,6 +297,22 @@ class RunDir:
             self._write_atomic(self.config_path, lambda p: p.write_text(json.dumps(new, indent=2)))
         if environment:
             self.write_environment(environment_info(config.device))
+        self._record_model_source(config.model)
+
+    model_source_path = property(lambda self: self.path / "model_source.json")
+
+    def _record_model_source(self, name: str) -> None:
+        """Where a model registered outside ``analysis.models`` comes from (module docstring)."""
+        try:
+            builder = model_info(name).builder
+        except KeyError:
+            return
+        module = builder.__module__
+        if module.split(".")[0] == "analysis":
+            return
+        file = inspect.getsourcefile(builder)
+        info = {"model": name, "module": module, "file": str(Path(file).resolve()) if file else None}
+        self._write_atomic(self.model_source_path, lambda p: p.write_text(json.dumps(info, indent=2)))
 
     def write_environment(self, info: dict) -> None:
         self._write_atomic(self.environment_path, lambda p: p.write_text(json.dumps(info, indent=2)))
@@ -415,10 +437,43 @@ def load_run(run_dir: Path | str, map_location: str | torch.device = "cpu") -> t
         why = ("the run finished but its checkpoint was deleted (result.json holds its metrics)"
                if rd.result_path.exists() else "the run has not finished an epoch")
         raise FileNotFoundError(f"no checkpoint.pt in {rd.path}: {why}")
+    ensure_model_registered(rd, config.model)
     num_classes = _num_classes_from_state(config, ckpt["model"])
     model = build_model(config.model, num_classes=num_classes, **config.model_options)
     model.load_state_dict(ckpt["model"])
     return model.to(map_location).eval(), config
+
+
+def ensure_model_registered(rd: "RunDir", name: str) -> None:
+    """Register the run's model if a user's module defined it (``model_source.json``); else a clear error."""
+    if name in list_models():
+        return
+    path = rd.model_source_path
+    if not path.exists():
+        raise KeyError(f"unknown model {name!r} in {rd.path}: it was registered outside blockaudit and the run "
+                       "records no source (model_source.json); import the module that registers it first. "
+                       f"Registered models: {', '.join(list_models())}")
+    src = json.loads(path.read_text())
+    tried = []
+    if src["module"] != "__main__":
+        try:
+            importlib.import_module(src["module"])
+        except ImportError as exc:
+            tried.append(f"import {src['module']} ({exc})")
+    if name not in list_models() and src.get("file") and src["module"] != "__main__":
+        file = Path(src["file"])
+        if file.is_file():
+            spec = importlib.util.spec_from_file_location(src["module"], file)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[src["module"]] = module
+            spec.loader.exec_module(module)
+        else:
+            tried.append(f"the file {file} (not found)")
+    if name not in list_models():
+        hint = (" It was registered in a script (__main__), which cannot be imported again: move the "
+                "register_model call into a module." if src["module"] == "__main__" else "")
+        raise KeyError(f"model {name!r} of {rd.path} is registered by {src['module']} ({src.get('file')}), but "
+                       f"importing it did not register it; tried: {'; '.join(tried) or 'nothing'}.{hint}")
 
 
 def _state_shapes(config: TrainConfig, num_classes: int) -> dict:

@@ -22,7 +22,12 @@ cover, and writes ``mutation.json`` and ``mutation.md`` to ``--out``.
 - Out of scope (not run unless ``--all-mutants``): mutants that change only what an error says:
   anything inside a ``raise`` statement or a ``warnings.warn`` call, and the label string (the
   ``name`` / ``assumption`` argument) given to a validation helper (``analysis.validation``'s
-  ``check_real("alpha", ...)`` and the like, and theory helpers that only pass ``name`` on to them).
+  ``check_real("alpha", ...)`` and the like, and theory helpers that only pass ``name`` on to them);
+  and mutants that change only which inputs are rejected: a bound, shape or choice list given to
+  such a helper (``check_real("step", step, min_value=0.0)`` -> ``min_value=None``), and the
+  condition of a guard whose body only raises. A theory check feeds valid inputs, on which these
+  mutants compute the same; the rejections are tested by ``tests/`` (their error messages, by
+  text). The report counts them, by reason.
 - Score: killed / (killed + survived). Timeouts count as killed; survivors include the mutants that
   no theory check reaches ("no tests"); survivors listed in the equivalents file
   (``experiments/benchmarks/mutation_equivalents.toml``: stable key -> one-line reason) are left
@@ -180,7 +185,7 @@ def _first_difference(a, b, ancestors=()):
 
 
 def out_of_scope(orig: str, mutated: str, labels: set[str]) -> str | None:
-    """Why the mutant only changes an error message (out of the benchmark's scope), else None."""
+    """Why the mutant only changes an error message or input validation (out of the benchmark's scope), else None."""
     try:
         found = _first_difference(ast.parse(orig), ast.parse(mutated))
     except SyntaxError:
@@ -202,6 +207,32 @@ def out_of_scope(orig: str, mutated: str, labels: set[str]) -> str | None:
     if (isinstance(parent, ast.Call) and parent.args and parent.args[0] is node and _callee(parent) in labels
             and isinstance(new, text)):  # a literal label, or the caller's own `name`, replaced by text or None
         return f"the name label of {_callee(parent)}() (an error message's text)"
+    return _input_validation(chain, new, labels)
+
+
+def _input_validation(chain, new, labels: set[str]) -> str | None:
+    """Why the mutant only changes which inputs are rejected (input validation), else None.
+
+    Two forms: a bound, shape or choice list given to a validation helper (an argument after the value
+    it checks, or an argument added or dropped, the helper and the checked value unchanged); and the
+    condition of a guard whose body only raises. Valid inputs, which are all a theory check feeds,
+    pass either way; the rejections are what tests/ checks (test_validation.py and each module's
+    error tests).
+    """
+    node = chain[-1]
+    for i, n in enumerate(chain):
+        if isinstance(n, ast.If) and not n.orelse and all(isinstance(b, ast.Raise) for b in n.body) \
+                and i + 1 < len(chain) and chain[i + 1] is n.test:
+            return "the condition of a guard that only raises (input validation)"
+        if not (isinstance(n, ast.Call) and _callee(n) in labels):
+            continue
+        if i + 1 < len(chain):
+            inner = chain[i + 1]
+            if isinstance(inner, ast.keyword) or any(inner is a for a in n.args[2:]):
+                return f"a bound, shape or choice given to {_callee(n)}() (input validation)"
+        elif n is node and isinstance(new, ast.Call) and ast.dump(new.func) == ast.dump(n.func) \
+                and [ast.dump(a) for a in new.args[:2]] == [ast.dump(a) for a in n.args[:2]]:
+            return f"an argument added to or dropped from {_callee(n)}() (input validation)"
     return None
 
 

@@ -28,12 +28,17 @@ def _score(c) -> float | None:
 def build_report(selected, info, statuses, kills, claims_map, covering, confirmed, equivalents,
                  all_mutants: bool) -> dict:
     per_module, counts = defaultdict(Counter), Counter()
+    by_reason, validation_run = Counter(), defaultdict(Counter)
     survivors, killed_as_equivalent = [], []
     for name in selected:
         mod, status = info[name]["module"], statuses.get(name, "not checked")
         if info[name]["out_of_scope"] and not all_mutants:
             per_module[mod]["out_of_scope"] += 1
             counts["out_of_scope"] += 1
+            kind = "input validation" if "input validation" in info[name]["out_of_scope"] else "error message"
+            by_reason[kind] += 1
+            if status not in NOT_RUN:  # run anyway (an earlier scope, or --all-mutants): shown, not scored
+                validation_run[kind]["killed" if status in KILLED else "survived"] += 1
             continue
         reason = equivalents.get(info[name]["key"])
         if status in NOT_RUN:
@@ -77,7 +82,12 @@ def build_report(selected, info, statuses, kills, claims_map, covering, confirme
         **{k: counts[k] for k in ("killed", "survived", "equivalent", "total", "timeout", "unchecked", "out_of_scope")},
         "scope": "all mutants" if all_mutants else (
             "mutants that change only an error message (inside raise / warnings.warn, or the name/assumption "
-            "label given to a validation helper) are out of scope and not run"),
+            "label given to a validation helper) or only which inputs are rejected (a bound, shape or choice "
+            "given to a validation helper, or the condition of a guard that only raises) are out of scope and "
+            "not run: theory checks feed valid inputs, tests/ checks the rejections"),
+        "out_of_scope_by_reason": dict(by_reason),
+        # out-of-scope mutants that have a result all the same (run before the scope rule covered them)
+        "out_of_scope_run": {k: dict(v) for k, v in validation_run.items()},
         "per_module": {m: {**{k: c[k] for k in ("total", "killed", "survived", "equivalent", "timeout",
                                                 "unchecked", "out_of_scope")}, "score": _score(c)}
                        for m, c in sorted(per_module.items())},
@@ -103,7 +113,10 @@ def write_markdown(report: dict, path: Path) -> None:
         "",
         f"**Score {pct(report['score'])}** (goal {pct(report['goal'])}): {report['killed']} killed "
         f"({report['timeout']} by timeout), {report['survived']} survived, {report['equivalent']} equivalent, of "
-        f"{report['total']} mutants in scope. {report['out_of_scope']} more are out of scope: {report['scope']}."
+        f"{report['total']} mutants in scope. {report['out_of_scope']} more are out of scope "
+        f"({', '.join(f'{n} {k}' for k, n in report.get('out_of_scope_by_reason', {}).items())}): {report['scope']}."
+        + "".join(f" Of the {k} mutants, {v.get('killed', 0)} killed and {v.get('survived', 0)} survived when run."
+                  for k, v in report.get("out_of_scope_run", {}).items())
         + (f" **{report['unchecked']} not checked (partial run).**" if report["unchecked"] else ""),
         "",
         "| module | mutants | killed | survived | equivalent | score | out of scope |",

@@ -106,6 +106,8 @@ def test_im_t1_risk_and_gradient_formulas(evidence, d, depth, data):
     assert float(np.max(np.abs(X @ residual_product(layers).T - H))) <= h_tol
 
     f = population_risk(layers, R, Sigma, noise)
+    # the layers as a list of matrices (A_1 first) are the same network as the (l, d, d) array
+    assert population_risk([np.array(a) for a in layers], R, Sigma, noise) == f
     f_torch, g_torch = _torch_risk_and_grad(layers, R, Sigma, noise)
     g = population_risk_gradient(layers, R, Sigma)
 

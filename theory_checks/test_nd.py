@@ -579,6 +579,9 @@ def test_nd_linear_rate_traces_count_what_table2_counts(evidence, problem, m):
     assert newton.iterations == 1 and newton.errors[0] == pytest.approx(abs(F(x0)), rel=1e-9)
     cg = nd.iteration_trace(A, x0, "newton-cg", n, max_iter=5, eps=eps)
     assert cg.iterations is not None and cg.iterations <= 2
+    # the same with CG's gradient by the recurrence g + alpha Q d (equal in exact arithmetic)
+    rec = nd.iteration_trace(A, x0, "newton-cg", n, max_iter=5, eps=eps, cg_gradient="recurrence")
+    assert rec.iterations is not None and rec.iterations <= 2
     # max_iter bounds the trace: no step taken, no count
     stopped = nd.iteration_trace(A, x0, "quasi-newton", m, max_iter=0, eps=eps)
     assert stopped.iterations is None and len(stopped.errors) == 1
@@ -667,6 +670,21 @@ def test_nd_cg_solves_u_y_eq_r_in_n_steps(evidence, problem, start):
     # The system of the project (newton_cg_system) is the one built here (same products, same order).
     sys_ = nd.newton_cg_system(A, x)
     assert np.array_equal(sys_.mask, d) and np.allclose(sys_.Q, Q, rtol=0, atol=4 * n * EPS * 4)
+    # Alg. 1's sequences as returned: n steps, g_t = Q y_t - b at every t (line 7; round-off of one
+    # product, ~ n EPS ||Q|| ||y_t|| with ||Q|| <= 1.9^2), and consecutive directions Q-conjugate
+    # (beta_t makes d_{t+1}^T Q d_t = 0 up to the same round-off, relative to ||d|| ||Q d||)
+    assert result.steps == n and result.iterates.shape == (n + 1, n) and result.directions.shape == (n, n)
+    for t in range(n + 1):
+        resid = Q @ result.iterates[t] - b
+        assert np.linalg.norm(result.gradients[t] - resid) <= 100 * n * EPS * (4 * np.linalg.norm(result.iterates[t])
+                                                                             + np.linalg.norm(b))
+    for t in range(n - 1):
+        dt, du = result.directions[t], result.directions[t + 1]
+        assert abs(du @ Q @ dt) <= 1e3 * n * EPS * np.linalg.norm(du) * np.linalg.norm(Q @ dt)
+    # a start that already solves Q y = b exactly (b = Q y0, so g_0 = 0): no step, every iterate y0
+    solved = nd.conjugate_gradient(Q, Q @ y0, y0, n)
+    assert solved.steps == 0 and np.array_equal(solved.iterates, np.tile(y0, (n + 1, 1)))
+    assert not solved.gradients.any()
     evidence.add(err / tol, "|y_n - U^-1 r| / tolerance after n CG steps")
     evidence.add(d.mean(), "fraction of units active", worst="min")
 

@@ -236,6 +236,17 @@ def test_nrl_poly_newton_stack_has_degree_exactly_2_to_L(evidence, d, L, data):
     t = gen.uniform(ts[0], ts[-1], size=3)
     direct = _torch_newton_stack(x0 + t[:, None] * v, Cs, alphas, N1s, N2s)
     assert np.max(np.abs(np.polynomial.polynomial.polyval(t, coef.T) - direct.T)) <= 2 * unit
+    # The defaults: N1 = N2 = I (eq. (2)'s plain block) when none are given, and a scalar a for a
+    # one-block stack; the same round-off analysis with the identity maps
+    eye = np.broadcast_to(np.eye(d), (L, d, d))
+    f_eye = _torch_newton_stack(pts, Cs, alphas, eye, eye)
+    unit_eye = 4.0 * L * (d + 2) * EPS * float(np.max(_torch_newton_stack(np.abs(pts), np.abs(Cs), np.abs(alphas),
+                                                                          eye, eye)))
+    assert float(np.max(np.abs(newton_stack(pts, Cs, alphas) - f_eye))) <= unit_eye
+    coef_eye = newton_stack_line_polynomial(x0, v, Cs, alphas)
+    assert np.max(np.abs(np.polynomial.polynomial.polyval(ts, coef_eye.T) - f_eye.T)) <= 2 * unit_eye
+    one = _torch_newton_stack(pts, Cs[:1], alphas[:1], N1s[:1], N2s[:1])
+    assert float(np.max(np.abs(newton_stack(pts, Cs[:1], float(alphas[0]), N1s[:1], N2s[:1]) - one))) <= unit
     evidence.add(float(np.max(np.abs(lead))) / tol_lead, worst="min")
 
     evidence.headline(f"degree exactly 2^L (L <= 3): top coefficient >= {evidence.min():.1e} x its "

@@ -539,6 +539,55 @@ def _slope(counts):
 SLOPE_TOL = 0.15
 
 
+def _count_alone(A, b, z0, method, step, momentum, eps, max_iter):
+    """One problem's iteration count, written here from eq (1)-(3): (count, whether the crossing was a near tie)."""
+    zstar = np.linalg.solve(A, b)
+    target = eps * np.linalg.norm(z0 - zstar)
+    if np.linalg.norm(z0 - zstar) <= target:
+        return 0, False
+    z, prev = z0.copy(), z0.copy()
+    for k in range(1, max_iter + 1):
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = z + momentum * (z - prev) if method == "agd" else z
+            new = y - step * (A @ y - b) + (0.0 if method == "agd" else momentum * (z - prev))
+            z, prev = new, z
+            err = np.linalg.norm(z - zstar)
+        if not np.isfinite(err):
+            return max_iter + 1, False
+        if err <= target:
+            return k, abs(err / target - 1.0) < 1e-9
+    return max_iter + 1, False
+
+
+@pytest.mark.claim("OAI-rates")
+@given(seed=seeds(), n=dims(2, 6), method=st.sampled_from(oai.RATE_METHODS))
+def test_oai_rates_counts_are_the_methods_iterations(evidence, seed, n, method):
+    """``iterations_to_accuracy`` (what the rate check fits) counts the iterations of GD (1), HB (2) and AGD (3) on a batch: the same counts as each problem iterated alone here.
+
+    The batch holds a solved start (count 0), problems that converge, one that cannot within
+    ``max_iter`` (count max_iter + 1) and one that diverges (step 10 / L: count max_iter + 1, and the
+    others of the batch go on). A count may differ by one only where the error crosses the target
+    within 1e-9 relative (the batched and the single mat-vec round differently).
+    """
+    A, b, z0 = _quadratics(seed, n)
+    kappa = float(KAPPAS[0])
+    step, mom = oai.tuned_parameters(method, 1.0, kappa)
+    A = np.concatenate([A[:1], A[:1], A])
+    b = np.concatenate([b[:1], b[:1], b])
+    z0 = np.concatenate([np.linalg.solve(A[0], b[0])[None], z0[:1], z0])
+    max_iter = 400
+    got = oai.iterations_to_accuracy(A, b, z0, method, step, mom, RATE_EPS, max_iter)
+    want = [_count_alone(A[i], b[i], z0[i], method, step, mom, RATE_EPS, max_iter) for i in range(len(A))]
+    for g, (w, tie) in zip(got, want):
+        assert g == w or (tie and abs(g - w) == 1), f"{method}: counts {got.tolist()} vs {[c for c, _ in want]}"
+    assert got[0] == 0 and got[-1] == max_iter + 1  # kappa = 300 needs more than 400 iterations at 1e-6 for GD
+    # a problem that diverges does not stop the batch
+    wild = oai.iterations_to_accuracy(A[1:3], b[1:3], z0[1:3], "gd", 10.0 / kappa, 0.0, RATE_EPS, 5000)
+    alone = _count_alone(A[2], b[2], z0[2], "gd", 10.0 / kappa, 0.0, RATE_EPS, 5000)[0]
+    assert wild[0] == 5001 and alone == 5001 and np.isfinite(wild[1])
+    evidence.add(float(got[2]), f"{method} iterations, kappa = 10")
+
+
 @pytest.mark.claim("OAI-rates")
 @settings(max_examples=6)  # each example runs ~8k GD iterations in Python; 6 x 4 kappas suffice
 @given(seed=seeds(), n=dims(2, 8))

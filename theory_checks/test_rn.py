@@ -213,6 +213,12 @@ def test_rn_p1_nonconvex_and_nonconcave(evidence, problem):
     # Assumption 1, checked independently of the library
     assert np.linalg.matrix_rank(v_l) == v_l.shape[1]
     assert np.linalg.norm(v_l.T @ y) > 0
+    # the project's test of Assumption 1 agrees, and fails on each half of it: targets orthogonal to
+    # V_L (sum_n v_L y^T = 0: the lstsq residual) and a V_L with a repeated column (rank-deficient)
+    assert rn.assumption1_holds(v_l, y)
+    y_perp = y - v_l @ np.linalg.lstsq(v_l, y, rcond=None)[0]
+    assert not rn.assumption1_holds(v_l, y_perp)
+    assert not rn.assumption1_holds(np.hstack([v_l, v_l[:, :1]]), y)
     risk = ref.prediction_risk(pf.x_prev, v_l, y, "squared")
     f = lambda p: float(risk(ref.flat(*p)))  # noqa: E731
     # the risks are direct float64 evaluations (no solve, so no cond(V) factor): a chord gap is exact to
@@ -454,7 +460,19 @@ def test_rn_t1_eps_zero_at_local_minimisers(evidence, loss_problem, seed):
             bound = rn.epsilon_bound_from_gradient(feats, w_prev, m.W_L, m.W_out, m.grad_W_L, m.grad_W_out, loss,
                                                    a_star=sol)
             assert eps <= bound + fl, f"project certificate {bound:.3g} < eps {eps:.3g}"
+            # and it certifies: at a verified minimiser it is as small as the reference certificate's
+            # threshold allows, ten times over (a certificate that is always inf would pass the line above)
+            assert bound <= 10 * _CERTIFIED * target_scale(y) + fl, f"project certificate {bound:.3g} does not certify"
             worst, worst_cert = max(worst, abs(eps)), max(worst_cert, cert)
+        # The certificate's guards: finite for a full-rank square W_{L+1} (M = N_o, Assumption 3's boundary)
+        # with s_min(W_{L+1}) = 1 and s_min(B) < 1, inf for a rank-deficient W_{L+1}
+        width = w_prev[0].shape[0]
+        small_b = [w / (2 * np.linalg.norm(np.hstack(w_prev), 2)) for w in w_prev]
+        zeros = np.zeros((width, width))
+        assert np.isfinite(rn.a_resnest_gradient_bound(small_b, m.W_L, np.eye(width), m.W_L * 0, zeros))
+        flat = np.eye(width)
+        flat[-1] = 0.0
+        assert rn.a_resnest_gradient_bound(small_b, m.W_L, flat, m.W_L * 0, zeros) == np.inf
     evidence.add(worst, "|eps| at local minimisers")
     evidence.add(worst_cert, "Theorem 1 certificate")
     evidence.add(sum(skipped), "solver starts not verified", worst="sum")

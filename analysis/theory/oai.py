@@ -518,7 +518,8 @@ def iterations_to_accuracy(A, b, z0, method: str, step: float, momentum: float, 
 
     ``A`` (batch, n, n) SPD, ``b``/``z0`` (batch, n); z* by a dense solve. GD and HB are eq (1)-(2)
     with a step size, AGD is eq (3) with constant momentum. Problems not there after
-    ``max_iter``, or on divergence, report ``max_iter + 1``.
+    ``max_iter``, or that diverge (a non-finite iterate), report ``max_iter + 1``; the others of the
+    batch are unaffected.
     """
     method = check_choice("method", method, RATE_METHODS)
     A = as_float64_array("A", A, ndim=3)
@@ -541,14 +542,18 @@ def iterations_to_accuracy(A, b, z0, method: str, step: float, momentum: float, 
         return np.einsum("bij,bj->bi", A, v) - b
 
     for k in range(1, max_iter + 1):
-        if method == "agd":
-            y = z + momentum * (z - prev)
-            z, prev = y - step * grad(y), z
-        else:
-            z, prev = z - step * grad(z) + momentum * (z - prev), z
-        err = np.linalg.norm(z - zstar, axis=1)
-        if not np.all(np.isfinite(err)):
-            break  # diverged: those problems keep max_iter + 1
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging problem overflows; it is caught below
+            if method == "agd":
+                y = z + momentum * (z - prev)
+                z, prev = y - step * grad(y), z
+            else:
+                z, prev = z - step * grad(z) + momentum * (z - prev), z
+            err = np.linalg.norm(z - zstar, axis=1)
+        diverged = ~np.isfinite(err) & ~done
+        if diverged.any():
+            # those problems keep max_iter + 1; parked at z* so the others of the batch go on
+            done |= diverged
+            z[diverged], prev[diverged] = zstar[diverged], zstar[diverged]
         newly = ~done & (err <= target)
         count[newly] = k
         done |= newly

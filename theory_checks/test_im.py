@@ -399,6 +399,9 @@ def test_im_t2_residual_relu_network_fits_separated_points(evidence, n, r, data)
     tol = 100.0 * (net.depth + 1) * width * EPS * 4.0 / rho**2
     # the project's forward pass is the same network: equal to the torch pass within the same round-off
     assert float(np.max(np.abs(residual_relu_network_forward(net, x) - out))) <= tol
+    # without num_classes the class count is read off the labels (max + 1), the rest unchanged
+    implied = fit_residual_relu_network(x, labels, width=width, seed=0)
+    assert residual_relu_network_forward(implied, x).shape == (n, int(labels.max()) + 1)
     err = float(np.max(np.abs(out - np.eye(r)[labels])))
     assert err <= tol, (err, tol)
     assert np.array_equal(out.argmax(axis=1), labels)

@@ -39,7 +39,7 @@ TORCH_ACT = {"relu": torch.relu, "tanh": torch.tanh, "identity": lambda z: z}
 def _linear(M: np.ndarray) -> nn.Linear:
     layer = nn.Linear(M.shape[1], M.shape[0], bias=False).double()
     with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(M))
+        layer.weight.copy_(torch.from_numpy(np.array(M)))  # a copy: M may be a read-only view
     return layer
 
 
@@ -129,7 +129,10 @@ def test_nrl_block_matches_direct_torch_forward(evidence, d, n, act, alpha, data
         ref3 = TorchNewtonBlock(C, alpha, N1, N2, C2=C2, act=act)(xt).numpy()
         ref_res = TorchNewtonBlock(C, 0.0, eye, eye)(xt).numpy()
         ref_res_act = TorchNewtonBlock(C, 0.0, eye, eye, C2=C2, act=act)(xt).numpy()
+        ref3_eye_relu = TorchNewtonBlock(C, alpha, eye, eye, C2=C2, act="relu")(xt).numpy()
     got = {
+        # the defaults: N1 = N2 = I and ReLU
+        "eq3-defaults": (newton_block_activated(x, C, C2, alpha), ref3_eye_relu),
         "eq2": (newton_block(x, C, alpha, N1, N2), ref2),
         "eq3": (newton_block_activated(x, C, C2, alpha, N1, N2, act), ref3),
         "res": (residual_block(x, C), ref_res),

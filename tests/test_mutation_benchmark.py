@@ -12,6 +12,8 @@ def f(A, step, b):
     A = as_float64_array("A", A, ndim=3)
     if A.shape[1] != A.shape[2]:
         raise ValueError(f"A must be square; got {A.shape}")
+    for name, W in (("W_1", W), ("W_2", W)):
+        check_square(name, W)
     return A * step + b
 '''
 
@@ -23,6 +25,7 @@ def f(A, step, b):
     ("min_value=0.0, include_min=False", "include_min=False", "input validation"),
     ("ndim=3", "ndim=None", "input validation"),
     ("if A.shape[1] != A.shape[2]:", "if A.shape[2] != A.shape[2]:", "guard that only raises"),
+    ('("W_1", W)', '("XXW_1XX", W)', "name label a loop hands"),
     ("return A * step + b", "return A * step - b", None),  # the computation: in scope
     ('check_real("step", step,', 'check_real("step", None,', None),  # the value checked (and returned)
     ('A = as_float64_array("A", A, ndim=3)', "A = None", None),

@@ -207,6 +207,14 @@ def out_of_scope(orig: str, mutated: str, labels: set[str]) -> str | None:
     if (isinstance(parent, ast.Call) and parent.args and parent.args[0] is node and _callee(parent) in labels
             and isinstance(new, text)):  # a literal label, or the caller's own `name`, replaced by text or None
         return f"the name label of {_callee(parent)}() (an error message's text)"
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and isinstance(new, text):
+        # ("W_1", W_1) in `for name, W in (...)`: the label a loop hands to the validation helpers
+        for i, n in enumerate(chain[:-1]):
+            loop = n if isinstance(n, (ast.For, ast.comprehension)) else None
+            if (loop is not None and isinstance(loop.target, ast.Tuple) and loop.target.elts
+                    and isinstance(loop.target.elts[0], ast.Name) and loop.target.elts[0].id == "name"
+                    and chain[i + 1] is loop.iter):
+                return "a name label a loop hands to the validation helpers (an error message's text)"
     return _input_validation(chain, new, labels)
 
 

@@ -11,7 +11,7 @@ whole run takes tens of minutes on the 2-core machine.
 
 Steps: mutmut (configured in ``[tool.mutmut]`` of pyproject.toml) copies ``analysis/`` to
 ``mutants/`` and writes every mutant of ``analysis/theory/`` into it; this script sets aside the
-mutants that only change an error message (below), runs ``mutmut run`` on the others, then, for each
+mutants that only change an error message or input validation (below), runs ``mutmut run`` on the others, then, for each
 claim that no first failure credited, runs that claim's tests alone on a few killed mutants they
 cover, and writes ``mutation.json`` and ``mutation.md`` to ``--out``.
 
@@ -421,7 +421,7 @@ def main(argv=None) -> None:
                         "(the test-to-function map is collected anew); killed mutants keep their result")
     p.add_argument("--claim-tries", type=int, default=4,
                    help="killed mutants tried per claim that no first failure credits (default 4; 0: no claim pass)")
-    p.add_argument("--all-mutants", action="store_true", help="also run the mutants that only change an error message")
+    p.add_argument("--all-mutants", action="store_true", help="also run the mutants that only change an error message or input validation")
     p.add_argument("--equivalents", type=Path, default=EQUIVALENTS,
                    help=f"equivalent mutants and their reasons (default {EQUIVALENTS})")
     args = p.parse_args(argv)
@@ -479,7 +479,7 @@ def main(argv=None) -> None:
     info = describe_mutants(names_by_path, mm)
     in_scope = [n for n in selected if args.all_mutants or not info[n]["out_of_scope"]]
     _say(f"{len(selected)} mutants in {', '.join(args.modules)}: {len(in_scope)} in scope, "
-         f"{len(selected) - len(in_scope)} only change an error message ({time.perf_counter() - t0:.0f} s)")
+         f"{len(selected) - len(in_scope)} only change an error message or input validation ({time.perf_counter() - t0:.0f} s)")
 
     kills = work / "kills.jsonl"
     if not args.resume:

@@ -1,6 +1,7 @@
 """The one statistics module of the audit: paired seeds, the t interval, the verdict rule, stability.
 
-Used by the training comparisons (``experiments.audit.empirical``) and by the reproductions
+Used by the training comparisons (``experiments.audit.empirical``), by a user's block audit
+(``experiments.audit.block``: the same ``judge_values``) and by the reproductions
 (``experiments.reproduce.oai_table2``), so a "holds" means the same everywhere.
 
 **Verdict rule.** For a comparison of ``block`` with ``baseline``, take the final test accuracy of

@@ -585,6 +585,18 @@ def test_nd_linear_rate_traces_count_what_table2_counts(evidence, problem, m):
     # max_iter bounds the trace: no step taken, no count
     stopped = nd.iteration_trace(A, x0, "quasi-newton", m, max_iter=0, eps=eps)
     assert stopped.iterations is None and len(stopped.errors) == 1
+    # a start at x* counts 0 steps
+    assert nd.iteration_trace(A, np.zeros(n), "quasi-newton", m, eps=eps).iterations == 0
+    # f_star shifts what is measured, and Newton-CG with N < n CG steps from either start follows the
+    # project's single step (``newton_cg_step``, checked against Alg. 1 in the ND-cg tests): |F(x_k) + 1|
+    # is ~1, so the two agree to round-off, 1e-12 relative
+    N, start = max(1, n - 1), ("zero", "x")[m % 2]
+    shifted = nd.iteration_trace(A, x0, "newton-cg", N, max_iter=3, eps=1e-300, f_star=-1.0, y0=start)
+    xs = [x0]
+    for _ in range(3):
+        xs.append(nd.newton_cg_step(A, xs[-1], N, y0=start))
+    np.testing.assert_allclose(shifted.errors, [abs(F(x) + 1.0) for x in xs], rtol=1e-12, atol=0)
+    assert shifted.iterations is None
     evidence.add(trace.iterations, f"quasi-Newton m = {m} iterations to 1e-12", worst="max")
 
 

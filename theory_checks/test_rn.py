@@ -151,6 +151,20 @@ def _project_a_star(feats, y, loss, h_ref):
     err = fl + max(ref.gap_bound(v, y, loss, g_sol, sol.H, h_ref), ref.gap_bound(v, y, loss, g_ref, h_ref, sol.H))
     assert abs(sol.risk - a_ref) <= err, f"a_resnest_risk {sol.risk!r} vs reference A* {a_ref!r}"
     assert err <= _CERTIFIED * target_scale(y), f"a_resnest_risk's point is not certified: {err:.3g}"
+    # Its own certificate says what it claims. The gradient norm is A's at its H (autograd's to round-off:
+    # for the squared loss both are round-off of an exact solve, ~ N EPS ||V|| (||V|| ||H|| + ||Y||) / N,
+    # x100; for cross-entropy the same formula in float64, relative 1e-6), the flag follows it, and the
+    # suboptimality bound holds (risk - bound is below the reference A*) and certifies (<= the threshold).
+    g_ref_norm = float(np.linalg.norm(g_sol))
+    assert sol.loss == loss and isinstance(sol.iterations, int) and sol.iterations >= 1
+    if loss == "squared":
+        g_floor = 200 * EPS * np.linalg.norm(v) * (np.linalg.norm(v) * np.linalg.norm(sol.H) + np.linalg.norm(y))
+        assert sol.grad_norm <= g_floor and g_ref_norm <= g_floor and sol.converged
+    else:
+        assert abs(sol.grad_norm - g_ref_norm) <= 1e-12 + 1e-6 * g_ref_norm, (sol.grad_norm, g_ref_norm)
+        assert sol.converged == (sol.grad_norm <= 1e-6)
+    assert sol.risk - sol.suboptimality_bound <= a_ref + err, "a_resnest_risk's bound is not a bound"
+    assert 0.0 <= sol.suboptimality_bound <= _CERTIFIED * target_scale(y), sol.suboptimality_bound
     return sol, err
 
 
@@ -179,6 +193,11 @@ def _verified_minima(pf, y, loss, seed, certify, *, unverified: list | None = No
             g_err = float(np.hypot(np.linalg.norm(m.grad_W_L - g_l), np.linalg.norm(m.grad_W_out - g_o)))
             assert g_err <= g_tol, f"solve_resnest_prediction's gradient is off autograd's by {g_err:.3g} > {g_tol:.3g}"
             gnorm = float(np.hypot(np.linalg.norm(g_l), np.linalg.norm(g_o)))
+            # the point's own report: the norm of its (checked) gradient, the flag from it, the iterations spent
+            own = float(np.hypot(np.linalg.norm(m.grad_W_L), np.linalg.norm(m.grad_W_out)))
+            assert abs(m.grad_norm - own) <= 1e-12 * (1 + own), (m.grad_norm, own)
+            assert m.converged == (m.grad_norm <= _GTOL)
+            assert isinstance(m.iterations, int) and 1 <= m.iterations <= _max_iter()
             cert = certify(m.W_L, m.W_out, g_l, g_o)
             seen.append((gnorm, cert))
             if gnorm <= gtol + g_tol and cert <= tau:
@@ -663,6 +682,13 @@ def test_rn_c3_local_minima_beat_best_linear_predictor(evidence, problem, seed):
     v = np.hstack(feats)
     linear = rn.best_linear_risk(x, y)[0]
     assert abs(linear - lstsq_risk(x, y)) <= floor(x, y), f"best_linear_risk {linear!r} != lstsq"
+    # a repeated input column adds nothing (the rank-deficient Gram's null direction is dropped), and the
+    # smallest positive eigenvalue of that Gram is the eigvalsh one above a 1e-9 relative cut (never the 0)
+    twice = np.hstack([x, x[:, :1]])
+    assert abs(rn.best_linear_risk(twice, y)[0] - linear) <= floor(twice, y)
+    lam = np.linalg.eigvalsh(twice.T @ twice)
+    lam_pos = lam[lam > 1e-9 * lam[-1]]
+    assert rn.smallest_positive_eigenvalue(twice.T @ twice, x.shape[0]) == pytest.approx(lam_pos[0], rel=1e-9)
     helps = linear - lstsq_risk(v, y)
     assert helps > _features_help_floor(v, y)  # random tanh features help generically
     margin = np.inf

@@ -118,8 +118,7 @@ def residual_layers(A, dim: int | None = None) -> np.ndarray:
         m = check_square(f"A[{i}]", layer)
         want = out[0].shape if out else ((dim, dim) if dim is not None else m.shape)
         if m.shape != want:
-            ref = "A[0]" if out else "R"
-            raise ValueError(f"A[{i}] must have shape {want} like {ref}; got {m.shape}")
+            raise ValueError(f"A[{i}] must have shape {want} like {'A[0]' if out else 'R'}; got {m.shape}")
         out.append(m)
     return np.stack(out)
 

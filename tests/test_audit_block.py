@@ -78,10 +78,11 @@ def files(tmp_path):
     return tmp_path
 
 
-def test_one_call_gives_every_check_and_a_verdict_per_claim_and_a_second_trains_nothing(files):
-    kwargs = dict(spec=files / "spec.toml", seeds=2, epochs=1, width=4, store=files / "store", out=files / "out",
-                  progress=False)
-    result = audit_block(f"{files}/blocks.py:WideConv", "resnet20", **kwargs)
+def test_one_call_gives_every_check_and_a_verdict_per_claim_and_a_second_trains_nothing(files, monkeypatch):
+    # the block named by a path relative to the working directory, as users do (the notebook finds it too)
+    monkeypatch.chdir(files)
+    kwargs = dict(spec="spec.toml", seeds=2, epochs=1, width=4, store="store", out="out", progress=False)
+    result = audit_block("blocks.py:WideConv", "resnet20", **kwargs)
     frame = result.to_pandas()
     assert set(frame["check"]) == set(CHECKS)  # WideConv returns its features: the risk gap is measured too
     verdicts = dict(zip(frame["claim"], frame["verdict"]))
@@ -108,7 +109,7 @@ def test_one_call_gives_every_check_and_a_verdict_per_claim_and_a_second_trains_
     assert reloaded.verdicts() == result.verdicts() and len(reloaded.curves) == len(result.curves)
     stamps = {p: p.stat().st_mtime_ns for p in (files / "store" / "runs").glob("*/metrics.csv")}
     probes = {p: p.stat().st_mtime_ns for p in (files / "store" / "runs").glob("*/block_probes.json")}
-    again = audit_block(f"{files}/blocks.py:WideConv", "resnet20", **{**kwargs, "out": None})
+    again = audit_block("blocks.py:WideConv", "resnet20", **{**kwargs, "out": None})
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
     assert {p: p.stat().st_mtime_ns for p in probes} == probes  # nothing measured again
     assert again.to_pandas()["effect"].round(9).tolist() == frame["effect"].round(9).tolist()

@@ -21,8 +21,11 @@ BLOCK_NOTEBOOK_SOURCE = Path(__file__).resolve().parent / "notebooks" / "block_a
 
 
 def build_block_notebook(folder: Path | str, *, store: Path | str = "runs", html: bool = True,
-                         timeout: int = 600) -> list[Path]:
-    """Execute the block-audit notebook on the audit in ``folder``; write it there (module docstring)."""
+                         timeout: int = 600, block_root: Path | str | None = None) -> list[Path]:
+    """Execute the block-audit notebook on the audit in ``folder``; write it there (module docstring).
+
+    ``block_root``: where a relative ``FILE.py`` block reference is found (default: the working directory).
+    """
     import jupytext
 
     folder = Path(folder)
@@ -30,7 +33,8 @@ def build_block_notebook(folder: Path | str, *, store: Path | str = "runs", html
         raise FileNotFoundError(f"no block audit in {folder} (block_audit.json is missing); run "
                                 "`blockaudit audit-block ... --out DIR` first")
     nb = jupytext.read(BLOCK_NOTEBOOK_SOURCE, fmt="py:percent")
-    _inject_parameters(nb, {"AUDIT_DIR": ".", "STORE": _relative(Path(store), folder)})
+    _inject_parameters(nb, {"AUDIT_DIR": ".", "STORE": _relative(Path(store), folder),
+                            "BLOCK_ROOT": _relative(Path(block_root) if block_root else Path.cwd(), folder)})
     execute_notebook(nb, folder, f"the block-audit notebook ({BLOCK_NOTEBOOK_SOURCE.name} in {folder})", timeout)
     return write_notebook(nb, folder / "block_audit.ipynb", f"blockaudit block audit: {folder.name}",
                           f"from `block_audit.json` here and the store `{_relative(Path(store), folder)}`", html)

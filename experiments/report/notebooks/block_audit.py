@@ -10,9 +10,11 @@
 # %% tags=["parameters"]
 AUDIT_DIR = "."
 STORE = "runs"
+BLOCK_ROOT = "."  # the folder the audit ran in: a block named by a relative FILE.py path is found from there
 
 # %%
 import math
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -108,7 +110,12 @@ else:
     steps = np.linspace(-1.0, 1.0, 21)
     data = None
     for label, colour in (("baseline", "tab:blue"), ("block", "tab:red")):
-        net, config = load_run(store / "runs" / run_ids[label])
+        here, run_path = os.getcwd(), (store / "runs" / run_ids[label]).resolve()
+        os.chdir(BLOCK_ROOT)
+        try:
+            net, config = load_run(run_path)
+        finally:
+            os.chdir(here)
         if data is None:
             data = load_dataset(config.dataset, **config.dataset_options)
             batch = (normalize(data.test_images, data.mean, data.std)[:CURVATURE_IMAGES],

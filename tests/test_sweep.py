@@ -232,7 +232,7 @@ def test_paired_differences_match_seeds():
     # they report +30 pts for 0.8 vs 0.5, not +0.3.
     assert d["difference"].tolist() == pytest.approx([30.0, 5.0, -20.0])
     assert d["block_value"].tolist() == pytest.approx([80.0, 60.0, 70.0])
-    from experiments.audit.empirical import paired_stats
+    from experiments.audit.stats import paired_stats
     assert paired_stats(d["difference"]).text().startswith("+5.00 pts")
     assert set(d["block"]) == {"block"} and set(d["baseline"]) == {"base"} and "grid.lr" in d
     with pytest.raises(ValueError, match="baseline label 'resnet' is not in the results table; labels: block, base"):

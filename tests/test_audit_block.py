@@ -9,6 +9,7 @@ import torch
 
 from experiments.audit.block import CHECKS, BlockAuditResult, audit_block, load_spec
 from experiments.cli import main
+from tests.test_data_cifar import fake_cifar10
 
 BLOCK = '''
 from torch import nn
@@ -204,3 +205,21 @@ def test_the_paper_claim_example_trains_the_papers_nets_and_restates_its_compari
     # the same training settings, seeds and twins
     sweep = _sweep(ref, "resnet20", "quick", 5, 8, 6, None)
     assert sweep.base == quick.sweep["base"] and list(sweep.seeds) == quick.sweep["seeds"]
+
+
+def test_the_full_profile_trains_on_cifar_pickles_with_the_block_substituted(files):
+    # The GPU profile's path end to end, on the CPU: torchvision's cifar-10-batches-py (a tiny fake of
+    # it), FULL_BASE's bf16 autocast, augmentation and batch 256, the block in the skeleton.
+    fake_cifar10(files / "data", n_batch=8, n_test=12)
+    result = audit_block(f"{files}/blocks.py:Plain", "resnet20", profile="full", device="cpu", seeds=2, epochs=1,
+                         width=4, data=files / "data", store=files / "s", progress=False)
+    assert "cifar10" in result.meta["setting"] and result.meta["profile"] == "full"
+    configs = [json.loads(p.read_text()) for p in (files / "s" / "runs").glob("*/config.json")]
+    assert len(configs) == 12 and {c["device"] for c in configs} == {"cpu"}
+    blocks = [c for c in configs if c["model"] == "block_resnet"]
+    assert blocks and all(c["model_options"]["block"].endswith("blocks.py:Plain") for c in blocks)
+    frame = result.to_pandas().set_index("check")
+    assert frame.loc["params", "effect"] < 1  # one conv per block instead of two: the block is really in
+    assert frame.loc["accuracy", "spread"] >= 100 / 12 - 1e-9  # floored at one of the 12 test images
+    with pytest.raises(FileNotFoundError, match="--data .*missing: no such file or folder"):
+        audit_block(f"{files}/blocks.py:Plain", "resnet20", profile="full", data=files / "missing", store=files / "s")

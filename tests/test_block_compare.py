@@ -46,3 +46,30 @@ def test_throughput_is_measured_without_moving_the_weights():
     rate = train_throughput(model, torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)), steps=2, warmup=1)
     assert rate > 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_audits_top_eigenvalue_is_certified_and_never_an_unconverged_ritz_value(monkeypatch):
+    import numpy as np
+
+    from analysis.probes.curvature import HessianOperator
+    from experiments.audit import block_probes
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    data = (torch.randn(32, 6), torch.randint(0, 3, (32,)))
+    op = HessianOperator(model, data)
+    exact = float(np.linalg.eigvalsh(op.dense().double().numpy())[-1])
+    top, residual = block_probes.top_eigenvalue(op, seed=0)
+    # a relative residual r puts an eigenvalue within r |lambda|; the bound and 1e-6 of float32 products
+    assert residual <= block_probes.TOP_RESIDUAL and top == pytest.approx(exact, rel=block_probes.TOP_RESIDUAL + 1e-6)
+
+    # LOBPCG returning a wrong pair (as it once did: 0.0047 against 43.5) falls back to Lanczos
+    def wrong(linear, start, **kw):
+        return np.array([1e-3] * start.shape[1]), start
+    monkeypatch.setattr(block_probes, "lobpcg", wrong)
+    top, residual = block_probes.top_eigenvalue(op, seed=0)
+    assert residual <= block_probes.TOP_RESIDUAL and top == pytest.approx(exact, rel=block_probes.TOP_RESIDUAL + 1e-6)
+    # and when Lanczos cannot converge either (2 steps on a 53-dim H), no value comes back
+    monkeypatch.setitem(block_probes.PROBE_SETTINGS, "lanczos_steps", 2)
+    with pytest.raises(RuntimeError, match="top Hessian eigenvalue did not converge"):
+        block_probes.top_eigenvalue(op, seed=0)

@@ -252,13 +252,16 @@ def _stem(block: str) -> str:
     return Path(where).stem.replace("_", "-").replace(".", "-") + "-" + name.lower()
 
 
-def _sweep(block: str, baseline: str, profile: str, seeds: int, width: int, epochs: int, data) -> SweepSpec:
+def _sweep(block: str, baseline: str, profile: str, seeds: int, width: int, epochs: int, data,
+           device: str | None = None) -> SweepSpec:
     options = block_options(block, baseline)
     if profile == "quick":
         base = {**QUICK_BASE, "epochs": epochs}
     else:
-        dataset, options, _ = full_dataset(data)  # the JPEG zip/tree or torchvision's cifar-10-batches-py
-        base = {**FULL_BASE, "epochs": epochs, "device": "cuda", "dataset": dataset, "dataset_options": options}
+        dataset, data_options, _ = full_dataset(data)  # the JPEG zip/tree or torchvision's cifar-10-batches-py
+        base = {**FULL_BASE, "epochs": epochs, "device": "cuda", "dataset": dataset, "dataset_options": data_options}
+    if device is not None and device != base.get("device", "cpu"):  # the default device stays out of the run ids
+        base["device"] = device
     models = [model("block", "block_resnet", **options, width=width), model("baseline", baseline, width=width),
               model("block_linear", "block_resnet", **options, width=width, activations=False),
               model("baseline_linear", baseline, width=width, activations=False)]
@@ -312,7 +315,7 @@ def audit_block(block: str, baseline: str = "resnet20", *, spec: Path | str | No
                 seeds: int = 3, store: Path | str = "runs", out: Path | str | None = None, width: int | None = None,
                 epochs: int | None = None, data: Path | str | None = None, workers: int | None = None,
                 executor: str | None = None, executor_options: dict | None = None, notebook: bool = True,
-                progress: bool = True) -> BlockAuditResult:
+                progress: bool = True, device: str | None = None) -> BlockAuditResult:
     """Train ``block`` (``FILE.py:NAME`` or ``module:NAME``) and ``baseline`` on paired seeds and judge (module docstring)."""
     if baseline not in BASELINES:
         raise ValueError(f"baseline {baseline!r} is not in the zoo of skeletons; valid baselines: "
@@ -327,7 +330,7 @@ def audit_block(block: str, baseline: str = "resnet20", *, spec: Path | str | No
     kind = factory_kind(load_block(block).factory)
     probe_model = build_model("block_resnet", **block_options(block, baseline), width=width)  # misfits fail now
     store = Path(store)
-    sweep = _sweep(block, baseline, profile, seeds, width, epochs, data)
+    sweep = _sweep(block, baseline, profile, seeds, width, epochs, data, device)
     workers = workers or (min(2, os.cpu_count() or 1) if profile == "quick" else 1)
     table = run_sweep(sweep, store, workers=workers, progress=progress, executor=executor,
                       executor_options=executor_options)

@@ -37,6 +37,8 @@ def add_subcommand(sub) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help="full profile: cifar10-jpeg.zip, its extracted tree, or torchvision's cifar-10-batches-py "
                         "folder (default: found under the data roots)")
+    p.add_argument("--device", default=None,
+                   help="where the runs train (default: cpu quick, cuda full; full on cpu works, slowly)")
     p.add_argument("--store", type=Path, default=Path("runs"), help="results store (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for BLOCK_AUDIT.md, block_audit.json/.csv/.png and the notebook block_audit.ipynb "
@@ -67,7 +69,7 @@ def _cmd_audit_block(args) -> int:
     result = audit_block(args.block, args.baseline, spec=args.spec, profile=args.profile, seeds=args.seeds,
                          store=args.store, out=out, width=args.width, epochs=args.epochs, data=args.data, workers=args.workers,
                          executor=args.executor, executor_options=dict(_option(o) for o in args.executor_option),
-                         notebook=not args.no_notebook, progress=not args.no_progress)
+                         notebook=not args.no_notebook, progress=not args.no_progress, device=args.device)
     frame = result.to_pandas()[["check", "effect", "ci_low", "ci_high", "claim", "verdict"]]
     print(markdown_table(frame.round(4)))
     written = [p.name for p in sorted(out.iterdir()) if p.name.startswith(("BLOCK_AUDIT", "block_audit"))]

@@ -105,8 +105,26 @@ def test_cross_entropy_certificate_brackets_the_optimum(problem):
     assert sol.converged
     assert 0.0 <= sol.suboptimality_bound < 1e-10
     # a loose solve has a larger, still valid, duality gap
-    loose = rn.a_resnest_risk(feats, p, "cross_entropy", gtol=1e-1)
+    loose = rn.a_resnest_risk(feats, p, "cross_entropy", gtol=1e-1, gap_tol=1.0)  # no polish
     assert loose.risk - loose.suboptimality_bound <= sol.risk + 1e-12 <= loose.risk + 1e-12
+    assert loose.suboptimality_bound > 1e3 * sol.suboptimality_bound
+
+
+def test_soft_targets_with_tiny_entries_get_a_tight_certificate():
+    # A thorough-profile draw (N = 100, D = 6, min y = 4.5e-7): L-BFGS stops at ||g|| = 3.7e-7 with a duality
+    # gap of 4.9e-4, because the dual point is mixed toward Y by ~|V corr| / min y. The Newton-CG polish
+    # brings the gap under gap_tol (1e-6, default) without moving the risk by more than the old gap.
+    from pathlib import Path
+    data = np.load(Path(__file__).parent / "data" / "soft_targets_gap.npz")
+    v, y = data["v"], data["y"]
+    raw = rn.a_resnest_risk(v, y, "cross_entropy", gap_tol=1.0)
+    assert raw.suboptimality_bound > 1e-4 and raw.converged
+    sol = rn.a_resnest_risk(v, y, "cross_entropy")
+    assert sol.converged and 0.0 <= sol.suboptimality_bound <= 1e-6
+    assert sol.grad_norm < raw.grad_norm and sol.iterations > raw.iterations
+    assert sol.risk - sol.suboptimality_bound <= raw.risk <= sol.risk + raw.suboptimality_bound
+    with pytest.raises(ValueError, match="gap_tol"):
+        rn.a_resnest_risk(v, y, "cross_entropy", gap_tol=-1.0)
 
 
 def test_mismatched_sample_counts(problem):
@@ -203,3 +221,20 @@ def test_lbfgs_minimize_stops_at_max_iter():
     assert nit <= 3 and np.linalg.norm(fun(x)[1]) > 1e-10
     x, nit = lbfgs_minimize(fun, np.ones(50), 1e-8, 5000)
     assert np.linalg.norm(fun(x)[1]) <= 1e-8
+
+
+def test_a_stalled_lbfgs_start_is_finished_by_the_newton_polish(monkeypatch):
+    # A thorough-profile draw (cross-entropy, N = 100, M = 11, K_L = 3, N_o = 4, cond [x_{L-1}, v_L] ~ 900) on
+    # which L-BFGS stalls at ||grad|| ~ 1e-3: trust-region Newton-CG takes it below gtol at a lower risk.
+    from pathlib import Path
+
+    from analysis.theory.rn import prediction
+    data = np.load(Path(__file__).parent / "data" / "stalled_lbfgs.npz")
+    pf = rn.PredictionFeatures(data["x_prev"], data["v_last"])
+    y = data["y"]
+    polished = rn.solve_resnest_prediction(pf, y, "cross_entropy", starts=1, max_iter=2000)[0]
+    monkeypatch.setattr(prediction, "_newton_polish", lambda fun, x, gtol, budget: (x, 0))
+    stalled = rn.solve_resnest_prediction(pf, y, "cross_entropy", starts=1, max_iter=2000)[0]
+    assert not stalled.converged and stalled.grad_norm > 1e-4
+    assert polished.converged and polished.grad_norm <= 1e-6 and polished.risk < stalled.risk
+    assert stalled.iterations <= 2000 < polished.iterations <= 2000 + prediction._POLISH_ITER

@@ -27,6 +27,7 @@ from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from analysis.theory import rn as rn
+from analysis.theory.rn import prediction as rn_prediction
 from theory_checks import rn_reference as ref
 from theory_checks.rn_reference import EPS, floor, lstsq_risk, target_scale
 from theory_checks.strategies import rn_problems, rn_sizes, rn_solver_problems, rn_well_conditioned, rng, seeds
@@ -197,7 +198,8 @@ def _verified_minima(pf, y, loss, seed, certify, *, unverified: list | None = No
             own = float(np.hypot(np.linalg.norm(m.grad_W_L), np.linalg.norm(m.grad_W_out)))
             assert abs(m.grad_norm - own) <= 1e-12 * (1 + own), (m.grad_norm, own)
             assert m.converged == (m.grad_norm <= _GTOL)
-            assert isinstance(m.iterations, int) and 1 <= m.iterations <= _max_iter()
+            # L-BFGS's max_iter, then at most the Newton-CG polish's own budget
+            assert isinstance(m.iterations, int) and 1 <= m.iterations <= _max_iter() + rn_prediction._POLISH_ITER
             cert = certify(m.W_L, m.W_out, g_l, g_o)
             seen.append((gnorm, cert))
             if gnorm <= gtol + g_tol and cert <= tau:

@@ -47,9 +47,9 @@ PROBES_FILE = "block_probes.json"
 # spread of the check (tens of per cent). LOBPCG capped at 4 iterations once returned 0.0047 with a
 # residual 73 |lambda| where the top eigenvalue is 43.5 (a digits ResNet-20): such a result is never kept.
 TOP_RESIDUAL = 1e-2
-PROBE_SETTINGS = {"version": 3, "images": CURVATURE_IMAGES, "lobpcg_block": 4, "lobpcg_iterations": 10,
+PROBE_SETTINGS = {"version": 4, "images": CURVATURE_IMAGES, "lobpcg_block": 4, "lobpcg_iterations": 10,
                   "top_residual": TOP_RESIDUAL, "lanczos_steps": 60,
-                  "hutchpp_products": 12, "sharpness_step": SHARPNESS_STEP, "throughput_batch": 64,
+                  "hutchpp_products": 12, "sharpness_step": SHARPNESS_STEP, "throughput_batch": 64, "throughput_steps": 8,
                   "risk_gap": {"loss": "cross_entropy", "tol": 1e-5, "max_iter": 500, "batch": 512}}
 
 
@@ -131,7 +131,7 @@ def probe_run(run, store: Path, test: tuple[torch.Tensor, torch.Tensor], train: 
     values = {
         "params": parameter_count(fresh),
         "flops": forward_flops(fresh, tuple(images.shape[1:])),
-        "throughput": train_throughput(fresh, x, y, steps=3, warmup=1),
+        "throughput": train_throughput(fresh, x, y, steps=PROBE_SETTINGS["throughput_steps"], warmup=1),
         "fp16_headroom": activation_peaks(trained, images)["headroom"],
         "grad_spread": max(norms) / max(min(norms), 1e-30),
         "hessian_top": top,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU call's worth of blockaudit work, for a lent machine with a 10-minute limit per command.
+# One GPU call's worth of blockaudit work, for a GPU machine with a 10-minute limit per command.
 #
 #   bash experiments/gpu_session.sh audit OUT [MINUTES]   # train the full audit's CIFAR-10 runs
 #   bash experiments/gpu_session.sh bench OUT             # training + landscape benchmarks

@@ -112,7 +112,8 @@ def _newton_polish(fun, x: np.ndarray, gtol: float, budget: int) -> tuple[np.nda
 
 
 def solve_resnest_prediction(features, Y, loss: str = "squared", *, starts: int = 4, seed: int = 0,
-                             gtol: float = 1e-6, max_iter: int = 20000, init_scale: float = 1.0) -> list[LocalMinimum]:
+                             gtol: float = 1e-6, max_iter: int = 20000, init_scale: float = 1.0,
+                             polish: bool = True) -> list[LocalMinimum]:
     """L-BFGS on (W_L, W_{L+1}) with phi fixed, from ``starts`` Gaussian random starts.
 
     The default ``gtol`` = 1e-6 sits just above what a line search on float64 function values can
@@ -123,7 +124,8 @@ def solve_resnest_prediction(features, Y, loss: str = "squared", *, starts: int 
     test is on the max entry, so it is given gtol / sqrt(#params)); ``converged`` reports whether the
     final gradient norm met ``gtol``. Entries of the start are N(0, init_scale^2 / fan_in). A start that
     L-BFGS leaves above ``gtol`` (``max_iter`` spent or stalled) gets up to ``_POLISH_ITER`` more
-    iterations of trust-region Newton-CG (``_newton_polish``), counted in ``iterations``.
+    iterations of trust-region Newton-CG (``_newton_polish``), counted in ``iterations``; ``polish=False``
+    leaves L-BFGS's point as it is.
     """
     check_choice("loss", loss, LOSSES)
     pf = check_prediction_features(features)
@@ -153,7 +155,7 @@ def solve_resnest_prediction(features, Y, loss: str = "squared", *, starts: int 
             x0 = np.concatenate([rng.standard_normal(split) * init_scale / np.sqrt(k),
                                  rng.standard_normal(n_o * m) * init_scale / np.sqrt(m)])
             flat, nit = lbfgs_minimize(fun, x0, gtol, max_iter, project if n_o < m else None)
-            if np.linalg.norm(fun(flat)[1]) > gtol:
+            if polish and np.linalg.norm(fun(flat)[1]) > gtol:
                 flat, more = _newton_polish(fun, flat, gtol, _POLISH_ITER)
                 nit += more
             w_l, w_o = flat[:split].reshape(m, k), flat[split:].reshape(n_o, m)

@@ -527,7 +527,7 @@ def test_rn_solver_finishes_a_cut_short_lbfgs_start_by_newton(evidence, loss_pro
             assert m.iterations > raw.iterations and m.grad_norm <= raw.grad_norm, (m.grad_norm, raw.grad_norm)
             assert m.risk <= raw.risk + ref.value_tolerance(y.shape[0], y, raw.risk)
         converged += m.converged
-    # 300 Newton-CG iterations finish a start on the ci/dev sizes; the thorough profile's ill-conditioned
+    # _POLISH_ITER (prediction's, 300) Newton-CG iterations finish a start on the ci/dev sizes; the thorough profile's ill-conditioned
     # draws (cond z up to 1e3, M ~ 10) may need more than the budget from a 5-iteration point
     if not rn_sizes()["large"]:
         assert converged >= 1, [m.grad_norm for m in sols]
